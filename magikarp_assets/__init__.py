@@ -1,0 +1,1 @@
+"""TMagikarp: daily RL stock recommendations as Dagster software-defined assets."""

@@ -1,0 +1,1 @@
+"""Market data sources (pure core): sample replay, Yahoo, Polygon, Alpha Vantage, fallback chain."""

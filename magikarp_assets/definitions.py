@@ -1,0 +1,23 @@
+"""Wires the platform's assets, checks, jobs and schedules with the deployment's resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from magikarp_assets.defs.ingestion import assets as ingestion_assets
+from magikarp_assets.defs.ingestion import schedules as ingestion_schedules
+from magikarp_assets.defs.resources import resources_for
+from magikarp_assets.settings import deployment
+
+
+def build_definitions(deployment_name: str | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules([ingestion_assets]),
+        asset_checks=dg.load_asset_checks_from_modules([ingestion_assets]),
+        jobs=[ingestion_schedules.daily_ingestion_job, ingestion_schedules.reference_data_job],
+        schedules=[ingestion_schedules.daily_ingestion_schedule, ingestion_schedules.reference_data_schedule],
+        resources=resources_for(deployment_name or deployment()),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,1 @@
+"""The Dagster shell: assets, checks, schedules and sensors, grouped by domain."""

@@ -1,0 +1,45 @@
+"""Resources per deployment, picked from one mapping by MAGIKARP_DEPLOYMENT (local, dev, staging, prod)."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from magikarp_assets.resources.io_manager import PartitionedParquetIOManager
+from magikarp_assets.resources.market_data import MarketDataResource
+from magikarp_assets.settings import default_data_root, deployment
+
+
+def _optional_secret(name: str) -> dg.EnvVar | None:
+    """An API key is an EnvVar (resolved at run time, never logged) when the variable is set."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def _live_market_data() -> MarketDataResource:
+    return MarketDataResource(
+        provider="live",
+        polygon_api_key=_optional_secret("POLYGON_API_KEY"),
+        alphavantage_api_key=_optional_secret("ALPHAVANTAGE_API_KEY"),
+    )
+
+
+def _s3_io_manager() -> PartitionedParquetIOManager:
+    return PartitionedParquetIOManager(
+        backend="s3",
+        s3_bucket=dg.EnvVar("MAGIKARP_S3_BUCKET"),
+        s3_prefix=os.environ.get("MAGIKARP_S3_PREFIX", deployment()),
+        s3_endpoint_url=os.environ.get("MAGIKARP_S3_ENDPOINT_URL"),
+    )
+
+
+def resources_for(name: str) -> dict[str, object]:
+    """The resource set of a deployment. Local runs offline on the bundled sample."""
+    if name == "local":
+        return {
+            "market_data": MarketDataResource(provider=os.environ.get("MAGIKARP_MARKET_DATA", "sample")),
+            "io_manager": PartitionedParquetIOManager(backend="local", root=str(default_data_root())),
+        }
+    if name in ("dev", "staging", "prod"):
+        return {"market_data": _live_market_data(), "io_manager": _s3_io_manager()}
+    raise ValueError(f"unknown deployment {name!r}")
