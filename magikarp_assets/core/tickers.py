@@ -22,6 +22,8 @@ CLASS_SHARE_NO_DOT = {
     "CWENA": "CWEN-A",
     "UHALB": "UHAL-B",
     "BIOB": "BIO-B",
+    "CRDA": "CRD-A",  # Crawford & Co class A (Russell 2000)
+    "BHA": "BH-A",  # Biglari Holdings class A (Russell 2000)
     "NWSA": "NWSA",
 }
 

@@ -1,6 +1,5 @@
 """Ingestion assets: the universe, daily bars with their quality checks, benchmarks and fundamentals."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
@@ -61,14 +60,18 @@ def universe_constituents(context: dg.AssetExecutionContext, market_data: Market
 
 
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec(RAW_OHLCV, group_name="ingestion", kinds={"parquet"}, owners=[OWNER],
-                     description="Daily OHLCV bars of every universe ticker, one partition per NYSE session, with the "
-                     "source that delivered each row and when; only rows that passed the hard quality rules."),
-        dg.AssetSpec(OHLCV_QUARANTINE, group_name="ingestion", kinds={"parquet"}, owners=[OWNER],
-                     description="Bars that broke a hard rule (prices missing, not positive or outside [low, high], "
-                     "duplicates), kept aside with the rule and the source for review; never fed to features."),
-    ],
+    outs={
+        "raw_ohlcv": dg.AssetOut(
+            key=RAW_OHLCV, group_name="ingestion", kinds={"parquet"}, owners=[OWNER],
+            description="Daily OHLCV bars of every universe ticker, one partition per NYSE session, with the "
+            "source that delivered each row and when; only rows that passed the hard quality rules.",
+        ),
+        "ohlcv_quarantine": dg.AssetOut(
+            key=OHLCV_QUARANTINE, group_name="ingestion", kinds={"parquet"}, owners=[OWNER],
+            description="Bars that broke a hard rule (prices missing, not positive or outside [low, high], "
+            "duplicates), kept aside with the rule and the source for review; never fed to features.",
+        ),
+    },
     check_specs=[
         dg.AssetCheckSpec(CHECK_COVERAGE, asset=RAW_OHLCV, blocking=True,
                           description="Share of expected universe tickers with a clean bar is at least the threshold."),
@@ -96,7 +99,7 @@ def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource
     clean, quarantine, coverage = build_day_tables(fetched, report, expected, days)
     worst = min(coverage, key=lambda c: c.ratio)
     sources = clean["source"].value_counts().to_dict()
-    yield dg.Output(clean, output_name=RAW_OHLCV.path[-1], metadata={
+    yield dg.Output(clean, output_name="raw_ohlcv", metadata={
         "rows": len(clean),
         "tickers_fetched": int(clean["ticker"].nunique()),
         "coverage": worst.ratio,
@@ -106,7 +109,7 @@ def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource
         **{f"rows_from_{name.replace(':', '_')}": int(n) for name, n in sources.items()},
         "source_errors": dg.MetadataValue.json(report.errors),
     })
-    yield dg.Output(quarantine, output_name=OHLCV_QUARANTINE.path[-1], metadata={"rows": len(quarantine)})
+    yield dg.Output(quarantine, output_name="ohlcv_quarantine", metadata={"rows": len(quarantine)})
     failing = [c for c in coverage if c.ratio < thresholds.coverage_min]
     yield dg.AssetCheckResult(
         check_name=CHECK_COVERAGE,

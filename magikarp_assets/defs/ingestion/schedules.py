@@ -1,6 +1,5 @@
 """Ingestion jobs and their schedules: daily bars at 22:00 UTC on sessions, the universe weekly."""
 
-from __future__ import annotations
 
 import dagster as dg
 
