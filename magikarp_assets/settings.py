@@ -1,4 +1,4 @@
-"""One settings object: deployment name, storage root and every operator threshold, from env vars.
+"""One settings object: deployment name and every operator threshold, from env vars.
 
 Every threshold can be overridden with an environment variable named in its field's metadata
 (e.g. MAGIKARP_COVERAGE_MIN=0.99). The README's "Settings" table lists them.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 DEPLOYMENTS = ("local", "dev", "staging", "prod")
 
@@ -40,11 +39,3 @@ def deployment() -> str:
     if name not in DEPLOYMENTS:
         raise ValueError(f"MAGIKARP_DEPLOYMENT={name!r} is not one of {', '.join(DEPLOYMENTS)}")
     return name
-
-
-def default_data_root() -> Path:
-    """Local storage root: MAGIKARP_DATA_ROOT, else <DAGSTER_HOME>/storage, else ./.dagster_home/storage."""
-    if root := os.environ.get("MAGIKARP_DATA_ROOT"):
-        return Path(root)
-    home = os.environ.get("DAGSTER_HOME") or str(Path.cwd() / ".dagster_home")
-    return Path(home) / "storage"

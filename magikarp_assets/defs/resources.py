@@ -8,7 +8,7 @@ import dagster as dg
 
 from magikarp_assets.resources.io_manager import PartitionedParquetIOManager
 from magikarp_assets.resources.market_data import MarketDataResource
-from magikarp_assets.settings import default_data_root, deployment
+from magikarp_assets.settings import deployment
 
 
 def _optional_secret(name: str) -> dg.EnvVar | None:
@@ -38,7 +38,7 @@ def resources_for(name: str) -> dict[str, object]:
     if name == "local":
         return {
             "market_data": MarketDataResource(provider=os.environ.get("MAGIKARP_MARKET_DATA", "sample")),
-            "io_manager": PartitionedParquetIOManager(backend="local", root=str(default_data_root())),
+            "io_manager": PartitionedParquetIOManager(backend="local"),
         }
     if name in ("dev", "staging", "prod"):
         return {"market_data": _live_market_data(), "io_manager": _s3_io_manager()}
