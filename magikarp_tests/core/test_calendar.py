@@ -20,7 +20,12 @@ def test_sample_sessions_are_exactly_the_nyse_calendar():
 
 @pytest.mark.parametrize(
     ("day", "reason"),
-    [("2016-06-18", "Saturday"), ("2016-07-04", "holiday"), ("2015-12-25", "holiday"), ("2016-13-01", "not a date")],
+    [
+        ("2016-06-18", "Saturday"),
+        ("2016-07-04", "holiday"),
+        ("2015-12-25", "holiday"),
+        ("2016-13-01", "not a date"),
+    ],
 )
 def test_non_sessions_are_rejected_with_the_reason(day, reason):
     with pytest.raises(NotATradingDayError, match=reason):

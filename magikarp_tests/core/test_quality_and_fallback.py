@@ -34,15 +34,39 @@ def test_real_sample_bad_rows_are_quarantined_with_rule(whole_primary_file):
     for key, rule in KNOWN_BAD.items():
         assert found[key] == rule
     assert set(quarantined["ticker"]) == {
-        "AOS", "BBY", "CHD", "CHK", "DHR", "ES", "FTV", "IP", "LNT", "O", "REGN", "SPG", "UA", "VRTX", "WRK",
+        "AOS",
+        "BBY",
+        "CHD",
+        "CHK",
+        "DHR",
+        "ES",
+        "FTV",
+        "IP",
+        "LNT",
+        "O",
+        "REGN",
+        "SPG",
+        "UA",
+        "VRTX",
+        "WRK",
     }
     assert quarantined["detail"].str.contains("LNT 2016-05-19 broke low_above_open_or_close").any()
     validate_raw_ohlcv(clean.assign(suspect_return=False))  # what is left passes the schema
 
 
 def _row(**kw):
-    base = dict(date="2016-06-15", ticker="AAA", open=10.0, high=11.0, low=9.0, close=10.5, adj_close=np.nan,
-                volume=1000.0, source="t", fetched_at=pd.Timestamp("2016-06-15 22:00", tz="UTC"))
+    base = dict(
+        date="2016-06-15",
+        ticker="AAA",
+        open=10.0,
+        high=11.0,
+        low=9.0,
+        close=10.5,
+        adj_close=np.nan,
+        volume=1000.0,
+        source="t",
+        fetched_at=pd.Timestamp("2016-06-15 22:00", tz="UTC"),
+    )
     return {**base, **kw}
 
 
@@ -92,10 +116,16 @@ def test_fallback_fills_missing_days_from_backup_and_records_source():
 
 def test_quarantined_primary_rows_are_requested_from_the_backup():
     rows, report = fetch_with_fallback(
-        [SampleSource("iex"), SampleSource("yahoo")], ["LNT", "AAPL"], "2016-05-19", "2016-05-19", screen=split_quarantine
+        [SampleSource("iex"), SampleSource("yahoo")],
+        ["LNT", "AAPL"],
+        "2016-05-19",
+        "2016-05-19",
+        screen=split_quarantine,
     )
     q = pd.concat(report.quarantined)
-    assert q[["ticker", "rule", "source"]].values.tolist() == [["LNT", "low_above_open_or_close", "sample:iex"]]
+    assert q[["ticker", "rule", "source"]].values.tolist() == [
+        ["LNT", "low_above_open_or_close", "sample:iex"]
+    ]
     lnt = rows.set_index("ticker").loc["LNT"]
     assert lnt["source"] == "sample:yahoo" and 30 < lnt["close"] < 40
 
@@ -107,7 +137,12 @@ def test_total_outage_is_a_clear_error_naming_tickers_and_dates():
 
 def test_day_tables_flag_suspect_gaps_and_measure_coverage():
     # EBAY's PayPal spin-off: -57% on 2015-07-20 in the unadjusted primary file.
-    universe = pd.DataFrame({"ticker": ["EBAY", "AAPL", "FTV"], "listed_from": pd.to_datetime(["2013-02-08"] * 2 + ["2016-07-01"])})
+    universe = pd.DataFrame(
+        {
+            "ticker": ["EBAY", "AAPL", "FTV"],
+            "listed_from": pd.to_datetime(["2013-02-08"] * 2 + ["2016-07-01"]),
+        }
+    )
     days = trading_days("2015-07-20", "2015-07-20")
     expected = expected_pairs(universe, days)
     assert len(expected) == 2  # FTV was not listed yet

@@ -24,7 +24,6 @@ from magikarp_assets.core.registry import (
 )
 from magikarp_assets.core.storage import LocalBlobStore, S3BlobStore
 
-
 SPEC_HASH = "f" * 16
 
 

@@ -27,7 +27,6 @@ from magikarp_assets.core.storage import (
     write_parquet,
 )
 
-
 SAMPLE = (
     Path(__file__).resolve().parents[2] / "magikarp_assets" / "data" / "sample" / "sp500_prices_5yr.parquet"
 )

@@ -27,7 +27,11 @@ def _run(env, partition=None, start=None, end=None, raise_on_error=True):
     resources, instance, _ = env
     tags = {RANGE_TAGS[0]: start, RANGE_TAGS[1]: end} if start else None
     return dg.materialize(
-        ASSETS, resources=resources, instance=instance, partition_key=partition, tags=tags,
+        ASSETS,
+        resources=resources,
+        instance=instance,
+        partition_key=partition,
+        tags=tags,
         selection=[ingestion.RAW_OHLCV, ingestion.OHLCV_QUARANTINE, ingestion.BENCHMARK_PRICES],
         raise_on_error=raise_on_error,
     )
@@ -82,7 +86,9 @@ def test_quarantined_rows_are_named_in_the_check(env):
     assert not check.passed
     assert "LNT" in check.metadata["rows"].value and "low_above_open_or_close" in check.metadata["rows"].value
     q = pd.read_parquet(env[2] / "ohlcv_quarantine" / "2016-05-19.parquet")
-    assert q[["ticker", "rule", "source"]].values.tolist() == [["LNT", "low_above_open_or_close", "sample:iex"]]
+    assert q[["ticker", "rule", "source"]].values.tolist() == [
+        ["LNT", "low_above_open_or_close", "sample:iex"]
+    ]
     # the backup delivered a sane LNT bar for the day instead
     bars = pd.read_parquet(env[2] / "raw_ohlcv" / "2016-05-19.parquet").set_index("ticker")
     assert bars.loc["LNT", "source"] == "sample:yahoo"
@@ -92,8 +98,15 @@ def test_low_coverage_fails_the_blocking_check_and_names_the_missing(env):
     # The universe expects three tickers that no source has: 3/503 missing is below 99.5%.
     path = env[2] / "universe_constituents.parquet"
     universe = pd.read_parquet(path)
-    extra = pd.DataFrame({"ticker": ["ZZA", "ZZB", "ZZC"], "name": "x", "sector": "x", "weight": 0.0,
-                          "listed_from": pd.Timestamp("2013-02-08")})
+    extra = pd.DataFrame(
+        {
+            "ticker": ["ZZA", "ZZB", "ZZC"],
+            "name": "x",
+            "sector": "x",
+            "weight": 0.0,
+            "listed_from": pd.Timestamp("2013-02-08"),
+        }
+    )
     pd.concat([universe, extra]).to_parquet(path)
     result = _run(env, partition="2016-06-15", raise_on_error=False)
     check = _checks(result)[ingestion.CHECK_COVERAGE]

@@ -17,7 +17,6 @@ from magikarp_assets.resources.io_manager import (
     default_data_root,
 )
 
-
 SAMPLE = (
     Path(__file__).resolve().parents[2] / "magikarp_assets" / "data" / "sample" / "sp500_prices_5yr.parquet"
 )

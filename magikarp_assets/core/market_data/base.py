@@ -11,7 +11,18 @@ import pandas as pd
 
 # Columns of an OHLCV frame, in order. `date` is a tz-naive midnight timestamp (the session),
 # `adj_close` is NaN where the source has no dividend adjustment, `fetched_at` is tz-aware UTC.
-OHLCV_COLUMNS = ["date", "ticker", "open", "high", "low", "close", "adj_close", "volume", "source", "fetched_at"]
+OHLCV_COLUMNS = [
+    "date",
+    "ticker",
+    "open",
+    "high",
+    "low",
+    "close",
+    "adj_close",
+    "volume",
+    "source",
+    "fetched_at",
+]
 FUNDAMENTAL_COLUMNS = [
     "ticker",
     "period_ending",

@@ -89,7 +89,11 @@ def sample_universe() -> pd.DataFrame:
     out["name"] = out["name"].fillna(out["ticker"])
     out["sector"] = out["sector"].fillna("Unknown")
     out["weight"] = 1.0 / len(out)
-    return out[["ticker", "name", "sector", "weight", "listed_from"]].sort_values("ticker").reset_index(drop=True)
+    return (
+        out[["ticker", "name", "sector", "weight", "listed_from"]]
+        .sort_values("ticker")
+        .reset_index(drop=True)
+    )
 
 
 def sample_annual_fundamentals() -> pd.DataFrame:
