@@ -7,13 +7,16 @@ import dagster as dg
 from magikarp_assets.defs.ingestion import assets as ingestion_assets
 from magikarp_assets.defs.ingestion import schedules as ingestion_schedules
 from magikarp_assets.defs.resources import resources_for
+from magikarp_assets.defs.universe import assets as universe_assets
 from magikarp_assets.settings import deployment
+
+ASSET_MODULES = [ingestion_assets, universe_assets]
 
 
 def build_definitions(deployment_name: str | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([ingestion_assets]),
-        asset_checks=dg.load_asset_checks_from_modules([ingestion_assets]),
+        assets=dg.load_assets_from_modules(ASSET_MODULES),
+        asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
         jobs=[ingestion_schedules.daily_ingestion_job, ingestion_schedules.reference_data_job],
         schedules=[ingestion_schedules.daily_ingestion_schedule, ingestion_schedules.reference_data_schedule],
         resources=resources_for(deployment_name or deployment()),
