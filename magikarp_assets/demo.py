@@ -20,7 +20,10 @@ def _run(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, days
     tags = {}
     if days is not None:
         tags = {RANGE_START_TAG: days[0].strftime("%Y-%m-%d"), RANGE_END_TAG: days[-1].strftime("%Y-%m-%d")}
-    result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        run_config=quiet, instance=instance, tags=tags, raise_on_error=False
+    )
     if not result.success:
         for event in result.all_events:
             if event.is_failure:
@@ -29,17 +32,16 @@ def _run(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, days
     return result
 
 
-def _print_ingestion(result) -> None:
-    for mat in result.get_asset_materialization_events():
-        m = mat.materialization
-        if m.asset_key.to_user_string() != "raw_ohlcv":
-            continue
-        meta = {k: v.value for k, v in m.metadata.items()}
-        sources = {k.removeprefix("rows_from_"): v for k, v in meta.items() if k.startswith("rows_from_")}
-        print(
-            f"raw_ohlcv {m.partition}: {meta['rows']} rows, coverage {meta['coverage']:.2%}, "
-            f"{meta['rows_quarantined']} quarantined, {meta['suspect_returns']} suspect gaps, sources {sources}"
-        )
+def _print_ingestion(result, days: pd.DatetimeIndex) -> None:
+    # A range run attaches the same (whole-run) metadata to each session's materialisation.
+    m = next(e.materialization for e in result.get_asset_materialization_events()
+             if e.materialization.asset_key.to_user_string() == "raw_ohlcv")
+    meta = {k: v.value for k, v in m.metadata.items()}
+    sources = {k.removeprefix("rows_from_"): v for k, v in meta.items() if k.startswith("rows_from_")}
+    print(
+        f"raw_ohlcv, {len(days)} sessions: {meta['rows']} bars, worst-day coverage {meta['coverage']:.2%}, "
+        f"{meta['rows_quarantined']} quarantined, {meta['suspect_returns']} suspect gaps, sources {sources}"
+    )
     for check in result.get_asset_check_evaluations():
         status = "PASS" if check.passed else "FAIL"
         print(f"  check {check.asset_key.to_user_string()}:{check.check_name}: {status}")
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     days = trading_day_window(args.end, args.days)
     print(f"TMagikarp demo on the bundled real sample: {days[0].date()} .. {days[-1].date()} (offline)")
     _run(defs, "reference_data", instance)
-    _print_ingestion(_run(defs, "daily_ingestion", instance, days))
+    _print_ingestion(_run(defs, "daily_ingestion", instance, days), days)
 
 
 if __name__ == "__main__":
