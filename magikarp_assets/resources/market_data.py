@@ -41,7 +41,8 @@ class MarketDataResource(dg.ConfigurableResource):
     max_retries: int = 4
     synthetic_tickers: int = 3000
     synthetic_seed: int = 0
-    synthetic_start: str = "2014-01-02"
+    synthetic_start: str = "2014-02-07"  # three years of sessions ending where the real sample ends
+    synthetic_end: str = "2017-02-07"
 
     def _check_provider(self) -> None:
         if self.provider not in ("sample", "live", "synthetic"):
@@ -118,5 +119,6 @@ class MarketDataResource(dg.ConfigurableResource):
     def _synthetic(self):
         from magikarp_assets.core.synthetic import cached_synthetic_market
 
-        end = dt.date.today().isoformat()
-        return cached_synthetic_market(self.synthetic_tickers, self.synthetic_start, end, self.synthetic_seed)
+        return cached_synthetic_market(
+            self.synthetic_tickers, self.synthetic_start, self.synthetic_end, self.synthetic_seed
+        )
