@@ -47,8 +47,6 @@ from magikarp_tests.support_smtp import (
     run_smtp_server,
 )
 
-pytest_plugins = ["magikarp_tests.support_smtp", "magikarp_tests.support_s3"]
-
 SAMPLE = Path(__file__).resolve().parents[2] / "magikarp_assets" / "data" / "sample"
 AS_OF = dt.date(2017, 2, 7)  # last day of the bundled real sample
 SENDER, TEAM = "bot@tmagikarp.test", ["team@tmagikarp.test", "pm@tmagikarp.test"]

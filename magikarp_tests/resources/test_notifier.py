@@ -24,8 +24,6 @@ from magikarp_tests.support_smtp import (
     run_smtp_server,
 )
 
-pytest_plugins = ["magikarp_tests.support_smtp", "magikarp_tests.support_s3"]
-
 AS_OF = dt.date(2017, 2, 7)
 SENDER = "bot@tmagikarp.test"
 ROUTES = {

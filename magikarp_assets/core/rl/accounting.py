@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Fixed-point solve of the cost-aware rebalance: stop when the post-trade wealth moves less than this
-# fraction between passes (the map is a contraction with factor <= max cost rate, so 1e-3 per pass).
+# Newton solve of the cost-aware rebalance: stop once the wealth equation is met to this fraction of the
+# tradable wealth (the solve is exact on each linear piece, so this is rounding noise), or after this many steps.
 _REBALANCE_REL_TOL = 1e-15
-_REBALANCE_MAX_PASSES = 200
+_REBALANCE_MAX_STEPS = 50
 
 
 @dataclass(frozen=True)
