@@ -76,6 +76,24 @@ def _serialise(obj: Any, label: str) -> tuple[str, bytes, dict[str, Any]]:
     )
 
 
+def make_blob_store(
+    backend: str,
+    root: str | None = None,
+    s3_bucket: str | None = None,
+    s3_prefix: str = "",
+    s3_endpoint_url: str | None = None,
+    s3_region: str | None = None,
+) -> BlobStore:
+    """The blob store a storage configuration names: a local folder or an S3 bucket (SSE on every PUT)."""
+    if backend == "local":
+        return LocalBlobStore(root or default_data_root())
+    if backend == "s3":
+        if not s3_bucket:
+            raise ValueError("storage backend 's3' needs s3_bucket")
+        return S3BlobStore(s3_bucket, s3_prefix, endpoint_url=s3_endpoint_url, region=s3_region)
+    raise ValueError(f"storage backend must be one of {BACKENDS}, got {backend!r}")
+
+
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     """Stores asset outputs as ``{asset/key/path}/{partition_key}.parquet`` (or ``.npz`` for tensors),
     unpartitioned assets as ``{asset/key/path}.parquet``, in a local folder or an S3 bucket (SSE on).
@@ -101,18 +119,9 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def blob_store(self) -> BlobStore:
         """The configured blob store, built once per resource instance."""
         if self._store is None:
-            if self.backend == "local":
-                self._store = LocalBlobStore(self.root or default_data_root())
-            elif self.backend == "s3":
-                if not self.s3_bucket:
-                    raise ValueError("PartitionedParquetIOManager backend 's3' needs s3_bucket")
-                self._store = S3BlobStore(
-                    self.s3_bucket, self.s3_prefix, endpoint_url=self.s3_endpoint_url, region=self.s3_region
-                )
-            else:
-                raise ValueError(
-                    f"PartitionedParquetIOManager backend must be one of {BACKENDS}, got {self.backend!r}"
-                )
+            self._store = make_blob_store(
+                self.backend, self.root, self.s3_bucket, self.s3_prefix, self.s3_endpoint_url, self.s3_region
+            )
         return self._store
 
     @staticmethod
