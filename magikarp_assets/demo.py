@@ -16,7 +16,9 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-def _run(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, days: pd.DatetimeIndex | None = None):
+def _run(
+    defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, days: pd.DatetimeIndex | None = None
+):
     tags = {}
     if days is not None:
         tags = {RANGE_START_TAG: days[0].strftime("%Y-%m-%d"), RANGE_END_TAG: days[-1].strftime("%Y-%m-%d")}
@@ -34,8 +36,11 @@ def _run(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, days
 
 def _print_ingestion(result, days: pd.DatetimeIndex) -> None:
     # A range run attaches the same (whole-run) metadata to each session's materialisation.
-    m = next(e.materialization for e in result.get_asset_materialization_events()
-             if e.materialization.asset_key.to_user_string() == "raw_ohlcv")
+    m = next(
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key.to_user_string() == "raw_ohlcv"
+    )
     meta = {k: v.value for k, v in m.metadata.items()}
     sources = {k.removeprefix("rows_from_"): v for k, v in meta.items() if k.startswith("rows_from_")}
     print(

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, fields
 DEPLOYMENTS = ("local", "dev", "staging", "prod")
 
 
-
 @dataclass(frozen=True)
 class Thresholds:
     """Operator thresholds, documented in the README."""
@@ -30,7 +29,9 @@ class Thresholds:
                 try:
                     kwargs[f.name] = type(f.default)(raw)
                 except ValueError as exc:
-                    raise ValueError(f"setting {f.metadata['env']}={raw!r} is not a valid {type(f.default).__name__}") from exc
+                    raise ValueError(
+                        f"setting {f.metadata['env']}={raw!r} is not a valid {type(f.default).__name__}"
+                    ) from exc
         return cls(**kwargs)
 
 

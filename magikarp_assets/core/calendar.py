@@ -41,7 +41,9 @@ def is_trading_day(day: str | dt.date | pd.Timestamp) -> bool:
     return bool(cal.first_session <= ts <= cal.last_session and cal.is_session(ts))
 
 
-def non_trading_weekdays(start: str | dt.date | pd.Timestamp, end: str | dt.date | pd.Timestamp) -> list[pd.Timestamp]:
+def non_trading_weekdays(
+    start: str | dt.date | pd.Timestamp, end: str | dt.date | pd.Timestamp
+) -> list[pd.Timestamp]:
     """Weekdays in [start, end] with no NYSE session: exchange holidays and ad-hoc closures."""
     weekdays = pd.bdate_range(_ts(start), min(_ts(end), nyse().last_session))
     return sorted(set(weekdays) - set(trading_days(start, end)))

@@ -44,14 +44,25 @@ def build_day_tables(
     clean = fetched[keep].assign(suspect_return=flag_suspect_returns(fetched["close"], prev_close)[keep])
     clean = clean.sort_values(["date", "ticker"], kind="stable").reset_index(drop=True)
     clean = validate_raw_ohlcv(clean)
-    quarantine = pd.concat(report.quarantined, ignore_index=True) if report.quarantined else empty_quarantine()
-    quarantine = quarantine[quarantine["date"].isin(days)].sort_values(["date", "ticker", "source"]).reset_index(drop=True)
+    quarantine = (
+        pd.concat(report.quarantined, ignore_index=True) if report.quarantined else empty_quarantine()
+    )
+    quarantine = (
+        quarantine[quarantine["date"].isin(days)]
+        .sort_values(["date", "ticker", "source"])
+        .reset_index(drop=True)
+    )
     coverage = []
     have = pd.MultiIndex.from_frame(clean[["ticker", "date"]])
     for day in days:
         exp_day = expected[expected.get_level_values(1) == day]
         got = exp_day.isin(have)
         coverage.append(
-            DayCoverage(day.strftime("%Y-%m-%d"), len(exp_day), int(got.sum()), sorted(exp_day[~got].get_level_values(0)))
+            DayCoverage(
+                day.strftime("%Y-%m-%d"),
+                len(exp_day),
+                int(got.sum()),
+                sorted(exp_day[~got].get_level_values(0)),
+            )
         )
     return clean, quarantine, coverage

@@ -32,8 +32,14 @@ RAW_OHLCV_SCHEMA = pa.DataFrameSchema(
         "suspect_return": pa.Column(bool),
     },
     checks=[
-        pa.Check(lambda d: d["low"] <= d[["open", "close"]].min(axis=1) * (1 + OHLC_REL_TOLERANCE), name="low<=open,close"),
-        pa.Check(lambda d: d["high"] >= d[["open", "close"]].max(axis=1) * (1 - OHLC_REL_TOLERANCE), name="high>=open,close"),
+        pa.Check(
+            lambda d: d["low"] <= d[["open", "close"]].min(axis=1) * (1 + OHLC_REL_TOLERANCE),
+            name="low<=open,close",
+        ),
+        pa.Check(
+            lambda d: d["high"] >= d[["open", "close"]].max(axis=1) * (1 - OHLC_REL_TOLERANCE),
+            name="high>=open,close",
+        ),
     ],
     unique=["date", "ticker"],
     strict=True,
@@ -99,7 +105,9 @@ def split_quarantine(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     bad = reasons != ""
     quarantined = df[bad].assign(rule=reasons[bad])
     quarantined["detail"] = quarantined.apply(_describe, axis=1)
-    return df[~bad].reset_index(drop=True), quarantined.reindex(columns=QUARANTINE_COLUMNS).reset_index(drop=True)
+    return df[~bad].reset_index(drop=True), quarantined.reindex(columns=QUARANTINE_COLUMNS).reset_index(
+        drop=True
+    )
 
 
 def _describe(row: pd.Series) -> str:

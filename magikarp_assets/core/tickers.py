@@ -40,7 +40,8 @@ def normalize_ticker(raw: str) -> str:
     sym = CLASS_SHARE_NO_DOT.get(sym, sym)
     if not _VALID.match(sym):
         raise InvalidTickerError(
-            f"ticker {raw!r} is not a valid symbol (letters, digits and one class separator, at most 10 chars)"
+            f"ticker {raw!r} is not a valid symbol "
+            "(letters, digits and one class separator, at most 10 chars)"
         )
     return sym
 

@@ -15,7 +15,8 @@ trading_day_partitions = dg.TimeWindowPartitionsDefinition(
     timezone="UTC",
     end_offset=1,
     exclusions=[
-        d.tz_localize("UTC").to_pydatetime() for d in non_trading_weekdays(FIRST_TRADING_DAY, nyse().last_session)
+        d.tz_localize("UTC").to_pydatetime()
+        for d in non_trading_weekdays(FIRST_TRADING_DAY, nyse().last_session)
     ],
 )
 

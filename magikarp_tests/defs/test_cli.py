@@ -24,7 +24,9 @@ def test_cli_materialises_a_session_and_a_month_and_refuses_a_saturday(tmp_path)
     assert _cli(tmp_path, "--select", "universe_constituents").returncode == 0
     day = _cli(tmp_path, "--select", "raw_ohlcv,ohlcv_quarantine", "--partition", "2016-06-15")
     assert day.returncode == 0, day.stderr[-2000:]
-    month = _cli(tmp_path, "--select", "raw_ohlcv,ohlcv_quarantine", "--partition-range", "2016-06-01...2016-06-30")
+    month = _cli(
+        tmp_path, "--select", "raw_ohlcv,ohlcv_quarantine", "--partition-range", "2016-06-01...2016-06-30"
+    )
     assert month.returncode == 0, month.stderr[-2000:]
     files = sorted((tmp_path / "store" / "raw_ohlcv").glob("*.parquet"))
     assert len(files) == 22  # June 2016 sessions

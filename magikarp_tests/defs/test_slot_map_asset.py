@@ -22,8 +22,13 @@ def _resources(root):
 def _materialize(root, instance, start, end=None):
     tags = {RANGE[0]: start, RANGE[1]: end} if end else None
     return dg.materialize(
-        [ingestion.universe_constituents, universe.slot_map], resources=_resources(root), instance=instance,
-        selection=[universe.SLOT_MAP], partition_key=None if end else start, tags=tags, raise_on_error=False,
+        [ingestion.universe_constituents, universe.slot_map],
+        resources=_resources(root),
+        instance=instance,
+        selection=[universe.SLOT_MAP],
+        partition_key=None if end else start,
+        tags=tags,
+        raise_on_error=False,
     )
 
 

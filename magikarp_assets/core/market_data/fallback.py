@@ -89,7 +89,8 @@ def fetch_with_fallback(
         names = ", ".join(s.name for s in sources)
         detail = "; ".join(f"{k}: {v}" for k, v in report.errors.items()) or "no rows returned"
         raise SourceUnavailableError(
-            f"no market data for {describe_tickers(sorted(set(tickers)))} between {sessions.min().date()} and "
+            f"no market data for {describe_tickers(sorted(set(tickers)))} "
+            f"between {sessions.min().date()} and "
             f"{sessions.max().date()} from any source ({names}): {detail}"
         )
     out = conform_ohlcv(pd.concat(frames, ignore_index=True)) if frames else empty_ohlcv()

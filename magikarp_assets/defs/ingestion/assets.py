@@ -1,6 +1,5 @@
 """Ingestion assets: the universe, daily bars with their quality checks, benchmarks and fundamentals."""
 
-
 import dagster as dg
 import pandas as pd
 
@@ -26,7 +25,9 @@ CHECK_QUARANTINE = "quarantined_rows"
 
 OWNER = "team:data-platform"
 # Transient source failures: retry the step with exponential backoff and jitter.
-FETCH_RETRY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+FETCH_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
 
 
 def partition_days(context: dg.AssetExecutionContext) -> pd.DatetimeIndex:
@@ -44,7 +45,8 @@ def partition_days(context: dg.AssetExecutionContext) -> pd.DatetimeIndex:
 )
 def universe_constituents(context: dg.AssetExecutionContext, market_data: MarketDataResource) -> pd.DataFrame:
     """The investable universe: Russell 3000 members from iShares' IWV holdings in production (the bundled
-    S&P 500 sample offline), with name, sector, index weight and the first session each is expected to trade."""
+    S&P 500 sample offline), with name, sector, index weight and the first session each is expected to
+    trade."""
     universe = market_data.universe()
     if universe.empty:
         raise ValueError(f"universe from provider {market_data.provider!r} is empty: refusing to replace it")
@@ -62,23 +64,40 @@ def universe_constituents(context: dg.AssetExecutionContext, market_data: Market
 @dg.multi_asset(
     outs={
         "raw_ohlcv": dg.AssetOut(
-            key=RAW_OHLCV, group_name="ingestion", kinds={"parquet"}, owners=[OWNER],
+            key=RAW_OHLCV,
+            group_name="ingestion",
+            kinds={"parquet"},
+            owners=[OWNER],
             description="Daily OHLCV bars of every universe ticker, one partition per NYSE session, with the "
             "source that delivered each row and when; only rows that passed the hard quality rules.",
         ),
         "ohlcv_quarantine": dg.AssetOut(
-            key=OHLCV_QUARANTINE, group_name="ingestion", kinds={"parquet"}, owners=[OWNER],
+            key=OHLCV_QUARANTINE,
+            group_name="ingestion",
+            kinds={"parquet"},
+            owners=[OWNER],
             description="Bars that broke a hard rule (prices missing, not positive or outside [low, high], "
             "duplicates), kept aside with the rule and the source for review; never fed to features.",
         ),
     },
     check_specs=[
-        dg.AssetCheckSpec(CHECK_COVERAGE, asset=RAW_OHLCV, blocking=True,
-                          description="Share of expected universe tickers with a clean bar is at least the threshold."),
-        dg.AssetCheckSpec(CHECK_FRESHNESS, asset=RAW_OHLCV, blocking=True,
-                          description="The latest bar is dated on the partition's session (no stale data)."),
-        dg.AssetCheckSpec(CHECK_QUARANTINE, asset=RAW_OHLCV,
-                          description="Rows quarantined for breaking hard rules (warns when any)."),
+        dg.AssetCheckSpec(
+            CHECK_COVERAGE,
+            asset=RAW_OHLCV,
+            blocking=True,
+            description="Share of expected universe tickers with a clean bar is at least the threshold.",
+        ),
+        dg.AssetCheckSpec(
+            CHECK_FRESHNESS,
+            asset=RAW_OHLCV,
+            blocking=True,
+            description="The latest bar is dated on the partition's session (no stale data).",
+        ),
+        dg.AssetCheckSpec(
+            CHECK_QUARANTINE,
+            asset=RAW_OHLCV,
+            description="Rows quarantined for breaking hard rules (warns when any).",
+        ),
     ],
     ins={"universe": dg.AssetIn(UNIVERSE)},
     partitions_def=trading_day_partitions,
@@ -99,16 +118,20 @@ def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource
     clean, quarantine, coverage = build_day_tables(fetched, report, expected, days)
     worst = min(coverage, key=lambda c: c.ratio)
     sources = clean["source"].value_counts().to_dict()
-    yield dg.Output(clean, output_name="raw_ohlcv", metadata={
-        "rows": len(clean),
-        "tickers_fetched": int(clean["ticker"].nunique()),
-        "coverage": worst.ratio,
-        "fetch_seconds": report.seconds,
-        "rows_quarantined": len(quarantine),
-        "suspect_returns": int(clean["suspect_return"].sum()),
-        **{f"rows_from_{name.replace(':', '_')}": int(n) for name, n in sources.items()},
-        "source_errors": dg.MetadataValue.json(report.errors),
-    })
+    yield dg.Output(
+        clean,
+        output_name="raw_ohlcv",
+        metadata={
+            "rows": len(clean),
+            "tickers_fetched": int(clean["ticker"].nunique()),
+            "coverage": worst.ratio,
+            "fetch_seconds": report.seconds,
+            "rows_quarantined": len(quarantine),
+            "suspect_returns": int(clean["suspect_return"].sum()),
+            **{f"rows_from_{name.replace(':', '_')}": int(n) for name, n in sources.items()},
+            "source_errors": dg.MetadataValue.json(report.errors),
+        },
+    )
     yield dg.Output(quarantine, output_name="ohlcv_quarantine", metadata={"rows": len(quarantine)})
     failing = [c for c in coverage if c.ratio < thresholds.coverage_min]
     yield dg.AssetCheckResult(
@@ -143,8 +166,11 @@ def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource
             "rows_quarantined": len(quarantine),
             "quarantined_ratio": ratio,
             "rows": dg.MetadataValue.md(
-                quarantine[["date", "ticker", "rule", "source"]].assign(date=quarantine["date"].dt.date)
-                .to_markdown(index=False) if len(quarantine) else "none"
+                quarantine[["date", "ticker", "rule", "source"]]
+                .assign(date=quarantine["date"].dt.date)
+                .to_markdown(index=False)
+                if len(quarantine)
+                else "none"
             ),
         },
     )
@@ -168,13 +194,24 @@ def benchmark_prices(context: dg.AssetExecutionContext, market_data: MarketDataR
     )
     # Index series have no dividends: where a source gives no adjusted close, the close is the total return.
     rows = rows.assign(adj_close=rows["adj_close"].fillna(rows["close"]))
-    out = BENCHMARK_SCHEMA.validate(rows[["date", "ticker", "close", "adj_close", "source"]].reset_index(drop=True))
-    missing = sorted({(t, d.strftime("%Y-%m-%d")) for t in BENCHMARK_TICKERS for d in days}
-                     - set(zip(out["ticker"], out["date"].dt.strftime("%Y-%m-%d"), strict=True)))
+    out = BENCHMARK_SCHEMA.validate(
+        rows[["date", "ticker", "close", "adj_close", "source"]].reset_index(drop=True)
+    )
+    missing = sorted(
+        {(t, d.strftime("%Y-%m-%d")) for t in BENCHMARK_TICKERS for d in days}
+        - set(zip(out["ticker"], out["date"].dt.strftime("%Y-%m-%d"), strict=True))
+    )
     if missing:
-        raise ValueError(f"benchmark prices missing for {missing[:10]} (rule: every benchmark on every session)")
-    context.add_output_metadata({"rows": len(out), "qqq_close": float(out.loc[out.ticker == "QQQ", "close"].iloc[-1]),
-                                 "fetch_seconds": report.seconds})
+        raise ValueError(
+            f"benchmark prices missing for {missing[:10]} (rule: every benchmark on every session)"
+        )
+    context.add_output_metadata(
+        {
+            "rows": len(out),
+            "qqq_close": float(out.loc[out.ticker == "QQQ", "close"].iloc[-1]),
+            "fetch_seconds": report.seconds,
+        }
+    )
     return out
 
 
@@ -190,7 +227,9 @@ def raw_fundamentals(context: dg.AssetExecutionContext, market_data: MarketDataR
     became public, so features only ever see what an investor could have known on the day."""
     out = market_data.fundamentals()
     if out.empty:
-        raise ValueError(f"no fundamentals from provider {market_data.provider!r}: refusing to replace the history")
+        raise ValueError(
+            f"no fundamentals from provider {market_data.provider!r}: refusing to replace the history"
+        )
     context.add_output_metadata(
         {
             "reports": len(out),

@@ -1,10 +1,15 @@
 """Ingestion jobs and their schedules: daily bars at 22:00 UTC on sessions, the universe weekly."""
 
-
 import dagster as dg
 
 from magikarp_assets.core.calendar import is_trading_day
-from magikarp_assets.defs.ingestion.assets import BENCHMARK_PRICES, OHLCV_QUARANTINE, RAW_FUNDAMENTALS, RAW_OHLCV, UNIVERSE
+from magikarp_assets.defs.ingestion.assets import (
+    BENCHMARK_PRICES,
+    OHLCV_QUARANTINE,
+    RAW_FUNDAMENTALS,
+    RAW_OHLCV,
+    UNIVERSE,
+)
 from magikarp_assets.defs.partitions import trading_day_partitions
 
 daily_ingestion_job = dg.define_asset_job(

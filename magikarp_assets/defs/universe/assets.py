@@ -25,7 +25,8 @@ def _previous_map(context: dg.AssetExecutionContext, first_day: pd.Timestamp) ->
         return SlotMap.from_frame(context.resources.io_manager.load_partition(SLOT_MAP, prev_key))
     except MissingPartitionError as exc:
         raise RuntimeError(
-            f"slot_map {first_day.date()} needs the slot map of the previous session {prev_key}, which has not "
+            f"slot_map {first_day.date()} needs the slot map of the previous session {prev_key}, "
+            "which has not "
             "been materialised: slot maps are built in order, so backfill from the earliest missing session"
         ) from exc
 
@@ -38,10 +39,18 @@ def _previous_map(context: dg.AssetExecutionContext, first_day: pd.Timestamp) ->
     partitions_def=trading_day_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     ins={"universe": dg.AssetIn(UNIVERSE)},
-    deps=[dg.AssetDep(SLOT_MAP, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1))],
+    deps=[
+        dg.AssetDep(SLOT_MAP, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1))
+    ],
     required_resource_keys={"io_manager"},
-    check_specs=[dg.AssetCheckSpec(CHECK_SLOT_MAP_VALID, asset=SLOT_MAP, blocking=True,
-                                   description="Unique tickers and slots, active/archive counts within limits.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            CHECK_SLOT_MAP_VALID,
+            asset=SLOT_MAP,
+            blocking=True,
+            description="Unique tickers and slots, active/archive counts within limits.",
+        )
+    ],
 )
 def slot_map(context: dg.AssetExecutionContext, universe: pd.DataFrame):
     """Ticker -> slot 0..3599 for each session: a ticker keeps its slot while active or archived, so index
