@@ -59,7 +59,9 @@ class MarketDataResource(dg.ConfigurableResource):
         from magikarp_assets.core.market_data.yahoo import YahooChartSource
 
         chain: list[MarketDataSource] = [
-            YahooChartSource(base_url=self.yahoo_base_url, chunk_size=self.chunk_size, max_retries=self.max_retries)
+            YahooChartSource(
+                base_url=self.yahoo_base_url, chunk_size=self.chunk_size, max_retries=self.max_retries
+            )
         ]
         if self.polygon_api_key:
             chain.append(
@@ -70,7 +72,9 @@ class MarketDataResource(dg.ConfigurableResource):
         if self.alphavantage_api_key:
             chain.append(
                 AlphaVantageDailySource(
-                    api_key=self.alphavantage_api_key, base_url=self.alphavantage_base_url, max_retries=self.max_retries
+                    api_key=self.alphavantage_api_key,
+                    base_url=self.alphavantage_base_url,
+                    max_retries=self.max_retries,
                 )
             )
         return chain
@@ -86,7 +90,9 @@ class MarketDataResource(dg.ConfigurableResource):
         expected: pd.MultiIndex | None = None,
         screen: Screen | None = None,
     ) -> tuple[pd.DataFrame, FetchReport]:
-        return fetch_with_fallback(self.price_sources(), tickers, start, end, expected=expected, screen=screen)
+        return fetch_with_fallback(
+            self.price_sources(), tickers, start, end, expected=expected, screen=screen
+        )
 
     def universe(self) -> pd.DataFrame:
         """Constituents: ticker, name, sector, weight, listed_from (NaT when unknown: expected every day)."""
@@ -112,9 +118,11 @@ class MarketDataResource(dg.ConfigurableResource):
             return fundamentals_from_annual_file(sample_annual_fundamentals())
         if self.provider == "synthetic":
             return self._synthetic().fundamentals
-        from magikarp_assets.core.market_data.yahoo import fetch_quarterly_fundamentals
+        from magikarp_assets.core.market_data.yahoo_fundamentals import fetch_quarterly_fundamentals
 
-        return fetch_quarterly_fundamentals(self.universe()["ticker"].tolist(), max_retries=self.max_retries)
+        return fetch_quarterly_fundamentals(
+            self.universe()["ticker"].tolist(), max_retries=self.max_retries, base_url=self.yahoo_base_url
+        )
 
     def _synthetic(self):
         from magikarp_assets.core.synthetic import cached_synthetic_market

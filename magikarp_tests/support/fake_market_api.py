@@ -332,3 +332,35 @@ ALPHAVANTAGE_ERROR = {
     "Error Message": "Invalid API call. Please retry or visit the documentation (https://www.alphavantage.co/"
     "documentation/) for TIME_SERIES_DAILY_ADJUSTED."
 }
+
+
+def _yahoo_fmt(value: float) -> str:
+    return f"{value / 1e9:.2f}B" if abs(value) >= 1e9 else f"{value:.2f}"
+
+
+def yahoo_fundamentals_json(
+    symbol: str, series: dict[str, dict[str, float | None]], currency: str = "USD"
+) -> dict[str, Any]:
+    """Yahoo fundamentals-timeseries answer: one result per type (e.g. "quarterlyTotalRevenue"), its values
+    keyed by asOfDate "YYYY-MM-DD". None is a quarter Yahoo pads with null; a type without values gets only
+    its meta, which is also what Yahoo answers for every type of an unknown symbol."""
+    results: list[dict[str, Any]] = []
+    for yahoo_type, values in series.items():
+        item: dict[str, Any] = {"meta": {"symbol": [symbol], "type": [yahoo_type]}}
+        if values:
+            dates = sorted(values)
+            item["timestamp"] = [int(pd.Timestamp(d, tz="UTC").timestamp()) for d in dates]
+            item[yahoo_type] = [
+                None
+                if values[d] is None
+                else {
+                    "dataId": 20000 + i,
+                    "asOfDate": d,
+                    "periodType": "3M",
+                    "currencyCode": currency,
+                    "reportedValue": {"raw": values[d], "fmt": _yahoo_fmt(float(values[d]))},
+                }
+                for i, d in enumerate(dates)
+            ]
+        results.append(item)
+    return {"timeseries": {"result": results, "error": None}}
