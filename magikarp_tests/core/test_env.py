@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ from magikarp_assets.core.rl import (
     N_SLOT_COLUMNS,
     MarketEpisode,
     PortfolioEnv,
+    finrl_share_trades,
     last_known_prices,
     rebalance_to_weights,
     target_weights,
@@ -280,3 +283,144 @@ def test_turbulence_day_sells_every_priced_position_and_buys_nothing(mode: str) 
         assert (after[priced] == 0).all()
         np.testing.assert_array_equal(after[~priced], before[~priced])  # held without a price: untouched
     assert steps[12]["before"][GAP_SLOT] > 0  # day 12 falls in the price gap of a held slot
+
+
+def _finrl_loop(
+    cash: float,
+    shares: np.ndarray,
+    prices: np.ndarray,
+    actions: np.ndarray,
+    buyable: np.ndarray,
+    sellable: np.ndarray,
+    cost: float,
+    liquidate: bool,
+) -> tuple[float, np.ndarray]:
+    """FinRL StockTradingEnv.step's trade loops, name by name with FinRL's own float operations."""
+    shares, order = shares.copy(), np.argsort(actions)
+    for i in order[: int((actions < 0).sum())]:
+        if sellable[i]:
+            sold = shares[i] if liquidate else min(-actions[i], shares[i])
+            cash += prices[i] * sold * (1 - cost)
+            shares[i] -= sold
+    for i in [] if liquidate else order[::-1][: int((actions > 0).sum())]:
+        if buyable[i]:
+            bought = min(cash // (prices[i] * (1 + cost)), actions[i])
+            cash -= prices[i] * bought * (1 + cost)
+            shares[i] += bought
+    return cash, shares
+
+
+@pytest.mark.parametrize("cash", [0.0, 40.0, 3_000.0, 150_000.0, 1e9])
+def test_share_trades_equal_finrl_loop_bit_for_bit(cash: float) -> None:
+    rng = np.random.default_rng(int(cash))
+    for case in range(40):
+        n = 300
+        prices = rng.uniform(1.0, 400.0, n)
+        shares = np.where(rng.random(n) < 0.4, rng.integers(1, 150, n), 0).astype(np.float64)
+        actions = rng.integers(-100, 101, n) // rng.choice([1, 10, 50])  # many ties
+        buyable, priced = rng.random(n) < 0.8, rng.random(n) < 0.9
+        prices[~(buyable | priced)] = np.nan  # never read where neither buyable nor sellable
+        buyable &= priced
+        liquidate = case % 10 == 9
+        expected_cash, expected_shares = _finrl_loop(
+            cash, shares, prices, actions, buyable, priced & (shares > 0), 0.001, liquidate
+        )
+        result = finrl_share_trades(
+            cash, shares, prices, actions, buyable, priced & (shares > 0), 0.001, 0.001, liquidate
+        )
+        assert result.cash == expected_cash, f"case {case}"
+        np.testing.assert_array_equal(result.positions, expected_shares, err_msg=f"case {case}")
+
+
+def test_share_buys_follow_action_order_with_the_cash_left() -> None:
+    prices, no = np.array([100.0, 60.0, 50.0, 20.0]), np.zeros(4, dtype=bool)
+    actions = np.array([100, 90, 80, -5])  # bought in this order; the last is a sell of an empty slot
+    result = finrl_share_trades(250.0, np.zeros(4), prices, actions, ~no, no, 0.0, 0.0)
+    # 250 // 100 = 2 shares leave 50: none of the 60 name, exactly one of the 50 name, nothing left.
+    np.testing.assert_array_equal(result.positions, [2.0, 0.0, 1.0, 0.0])
+    assert result.cash == 0.0 and result.traded_value == 250.0
+
+
+def _exact_post_trade(
+    cash: float,
+    holdings: np.ndarray,
+    target: np.ndarray,
+    locked: np.ndarray,
+    sell_only: np.ndarray,
+    buy: float,
+    sell: float,
+) -> np.ndarray:
+    """Exact rational solution of ``W + costs(W) = B`` (B = cash + unlocked holdings): post-trade values."""
+    q = [Fraction(float(v)) for v in holdings]
+    free = [i for i in range(len(q)) if not locked[i]]
+    share = sum(Fraction(float(target[i])) for i in free) + Fraction(float(target[-1]))
+    frac = {i: Fraction(float(target[i])) / share for i in free}
+    base, b, s = Fraction(cash) + sum(q[i] for i in free), Fraction(buy), Fraction(sell)
+
+    def post(w: Fraction) -> dict[int, Fraction]:
+        return {i: min(frac[i] * w, q[i]) if sell_only[i] else frac[i] * w for i in free}
+
+    def g(w: Fraction) -> Fraction:
+        return w + sum(b * (x - q[i]) if x > q[i] else s * (q[i] - x) for i, x in post(w).items())
+
+    points = sorted({Fraction(0), base} | {q[i] / frac[i] for i in free if 0 < q[i] / (frac[i] or 1) < base})
+    lo, hi = next((a, z) for a, z in itertools.pairwise(points) if g(a) <= base <= g(z))
+    wealth = lo + (base - g(lo)) * (hi - lo) / (g(hi) - g(lo))
+    exact = post(wealth)
+    return np.array([float(exact[i]) if i in exact else float(q[i]) for i in range(len(q))])
+
+
+def test_rebalance_matches_the_exact_rational_solution() -> None:
+    rng = np.random.default_rng(3)
+    for case in range(60):
+        n = 8
+        holdings = np.where(rng.random(n) < 0.7, rng.uniform(0, 300, n), 0.0)
+        held = holdings > 0
+        locked = held & (rng.random(n) < 0.2)
+        sell_only = held & ~locked & (rng.random(n) < 0.3)
+        target = rng.dirichlet(np.ones(n + 1)) * np.append(np.where(locked, 0.0, 1.0), 1.0)
+        target /= target.sum()
+        cash, buy, sell = float(rng.uniform(0, 500)), *rng.choice([0.0, 0.001, 0.01, 0.2], 2)
+        result = rebalance_to_weights(cash, holdings, target, locked, sell_only, buy, sell)
+        expected = _exact_post_trade(cash, holdings, target, locked, sell_only, buy, sell)
+        np.testing.assert_allclose(result.positions, expected, rtol=1e-12, atol=1e-9, err_msg=f"case {case}")
+        np.testing.assert_array_equal(result.positions[locked], holdings[locked])
+        assert (result.positions[sell_only] <= holdings[sell_only]).all()
+        delta = result.positions - holdings
+        costs = buy * delta[delta > 0].sum() - sell * delta[delta < 0].sum()
+        assert result.costs == pytest.approx(costs, rel=1e-12, abs=1e-12)
+        assert result.cash + result.positions.sum() == pytest.approx(cash + holdings.sum() - costs, rel=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["weights", "shares"])
+def test_observations_are_fresh_and_match_the_book(mode: str) -> None:
+    """Observations are never reused (SB3 keeps the terminal one while it resets); sellable and weight
+    columns follow the book whether few slots are held (row writes) or many (column writes)."""
+    episode = _episode()
+    env = PortfolioEnv(episode, mode=mode)
+    obs, info = env.reset()
+    kept = [(obs, {key: value.copy() for key, value in obs.items()})]
+    prices = np.nan_to_num(last_known_prices(episode.close))
+    rng, held_counts, terminated = np.random.default_rng(0), set(), False
+    while not terminated:
+        action = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+        if env.day < 10:  # buy slot 0 only: in shares mode one slot is held
+            action[:] = -1.0
+            action[0] = 1.0
+        obs, _, terminated, _, info = env.step(action)
+        kept.append((obs, {key: value.copy() for key, value in obs.items()}))
+        held = env.shares > 0
+        held_counts.add(int(held.sum()))
+        np.testing.assert_array_equal(
+            obs["slots"][:, COL_SELLABLE], held & np.isfinite(episode.close[env.day])
+        )
+        weight = (env.shares * prices[env.day] / info["portfolio_value"]).astype(np.float32)
+        np.testing.assert_array_equal(obs["slots"][:, COL_WEIGHT], weight)
+        np.testing.assert_array_equal(
+            obs["slots"][:, :COL_SELLABLE], episode.observation_block[env.day, :, :-2]
+        )
+    for returned, copy in kept:
+        for key in copy:
+            np.testing.assert_array_equal(returned[key], copy[key])
+    assert max(held_counts) > 1 and (min(held_counts) == 1 or mode == "weights")  # both write paths ran
+    assert not episode.observation_block.flags.writeable

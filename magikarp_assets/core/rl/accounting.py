@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Newton solve of the cost-aware rebalance: stop once the wealth equation is met to this fraction of the
-# tradable wealth (the solve is exact on each linear piece, so this is rounding noise), or after this many steps.
-_REBALANCE_REL_TOL = 1e-15
+# Cap on the piecewise-linear solves of the cost-aware rebalance (two are usual; each is a Newton step).
 _REBALANCE_MAX_STEPS = 50
+# FinRL-order buys are checked in windows of this many names, growing by this factor while fully funded.
+_FIRST_BUY_WINDOW = 32
+_BUY_WINDOW_GROWTH = 8
 
 
 @dataclass(frozen=True)
@@ -90,21 +91,74 @@ def target_weights(
     """
     tradable = np.asarray(tradable, dtype=bool)
     cap = np.asarray(sellable_only_cap, dtype=np.float64)
-    sell_only = (cap > 0) & ~tradable
-    logits = np.where(tradable | sell_only, np.asarray(scores, dtype=np.float64) * temperature, -np.inf)
+    sell_only = (cap > 0) & ~tradable if cap.any() else None
+    if sell_only is not None and not sell_only.any():
+        sell_only = None
+    logits = np.array(scores, dtype=np.float64)
+    if temperature != 1.0:
+        logits *= temperature
+    np.copyto(logits, -np.inf, where=~(tradable if sell_only is None else tradable | sell_only))
     cash_logit = float(cash_score) * temperature
     top = max(float(logits.max(initial=-np.inf)), cash_logit)
-    expo = np.exp(logits - top)
+    logits -= top
+    expo = np.exp(logits, out=logits)
     cash_expo = np.exp(cash_logit - top)
-    frozen = np.zeros_like(cap) if frozen_weight is None else np.asarray(frozen_weight, dtype=np.float64)
-    budget = max(1.0 - float(frozen.sum()), 0.0)
-    weights = expo * (budget / (float(expo.sum()) + cash_expo))
-    weights = np.where(sell_only, np.minimum(weights, cap), weights) + frozen
-    return np.append(weights, max(1.0 - float(weights.sum()), 0.0))
+    frozen = None if frozen_weight is None else np.asarray(frozen_weight, dtype=np.float64)
+    budget = 1.0 if frozen is None else max(1.0 - float(frozen.sum()), 0.0)
+    weights = np.empty(expo.size + 1)
+    slot_weights = np.multiply(expo, budget / (float(expo.sum()) + cash_expo), out=weights[:-1])
+    if sell_only is not None:
+        np.minimum(slot_weights, cap, out=slot_weights, where=sell_only)
+    if frozen is not None:
+        slot_weights += frozen
+    weights[-1] = max(1.0 - float(slot_weights.sum()), 0.0)
+    return weights
 
 
-def _proportional_costs(delta: np.ndarray, buy_cost_pct: float, sell_cost_pct: float) -> float:
-    return float(buy_cost_pct * np.maximum(delta, 0.0).sum() - sell_cost_pct * np.minimum(delta, 0.0).sum())
+def _solve_post_trade_wealth(
+    base: float,
+    totals: np.ndarray,
+    free_totals: tuple[float, float],
+    ceiling: np.ndarray | None,
+    buy_cost_pct: float,
+    sell_cost_pct: float,
+) -> np.ndarray:
+    """Post-trade values ``x = min(fractions * W, ceiling)`` at the wealth W solving ``W + costs(W) = base``.
+
+    With ``delta = x - holdings``, ``costs(W) = b * sum(delta+) + s * sum(delta-)``. For fixed sets of buying
+    slots (``delta > 0``) and uncapped slots (``fractions * W < ceiling``) the equation is linear,
+    ``W + (b + s) * (W * F_buy - H_buy) - s * (W * F_free - H_free) = base`` (``F``/``H``: sums of fractions
+    and holdings over a set), and is solved in closed form. Starting from ``W = base`` (at or above the
+    root, as costs >= 0), each solve is a Newton step on the convex, increasing, piecewise-linear
+    ``W + costs(W)``, so it never passes the root; when the sets at the new ``W`` are those it was solved
+    with, it is the root. Both sets are monotone in ``W``, so equal sizes mean equal sets. Usually two
+    evaluations: few slots have their buy/sell switch within the costs of ``base``.
+
+    :param totals: float64 [2, S]: the fractions, then the holdings (one matrix-vector product sums both
+        over a set).
+    :param free_totals: sums of the fractions and of the holdings over all slots.
+    """
+    rates = buy_cost_pct + sell_cost_pct
+    fractions, holdings = totals
+    free_fraction, free_holding = free_totals
+    wealth, sizes = base, (-1, -1)
+    for _ in range(_REBALANCE_MAX_STEPS):
+        post = fractions * wealth
+        if ceiling is not None:
+            uncapped = post < ceiling
+            np.minimum(post, ceiling, out=post)
+        buying = post > holdings
+        now = (int(np.count_nonzero(buying)), int(np.count_nonzero(uncapped)) if ceiling is not None else 0)
+        if now == sizes:
+            break
+        sizes = now
+        buy_fraction, buy_holding = totals @ buying
+        if ceiling is not None:
+            free_fraction, free_holding = totals @ uncapped
+        wealth = (base + rates * buy_holding - sell_cost_pct * free_holding) / (
+            1.0 + rates * buy_fraction - sell_cost_pct * free_fraction
+        )
+    return post
 
 
 def rebalance_to_weights(
@@ -120,8 +174,8 @@ def rebalance_to_weights(
 
     Locked slots (no price today) do not trade; the other slots and cash share the tradable wealth
     ``B = V - locked value`` in proportion to their targets. Post-trade wealth ``B'`` solves
-    ``B' = B - costs(trades(B'))``, a contraction (factor <= max cost rate) iterated to machine precision;
-    costs are then charged exactly on the trades made, so ``cash' + sum(holdings') = V - costs``.
+    ``B' = B - costs(trades(B'))``, a piecewise-linear equation solved exactly (to rounding) by Newton's
+    method; costs are then charged on the trades made, so ``cash' + sum(holdings') = V - costs``.
     Sell-only slots never grow: their post-trade value is capped at today's value.
 
     :param cash: cash before trades.
@@ -135,59 +189,81 @@ def rebalance_to_weights(
     """
     check_cost_rates(buy_cost_pct, sell_cost_pct)
     holdings = np.asarray(holdings, dtype=np.float64)
-    slot_target = np.where(locked, 0.0, np.asarray(target[:-1], dtype=np.float64))
-    free_share = float(slot_target.sum()) + float(target[-1])
+    locked, sell_only = np.asarray(locked, dtype=bool), np.asarray(sell_only, dtype=bool)
+    any_locked = bool(locked.any())
+    totals = np.empty((2, holdings.size))
+    fractions, free_holdings = totals
+    np.copyto(fractions, target[:-1])
+    np.copyto(free_holdings, holdings)
+    if any_locked:
+        np.copyto(totals, 0.0, where=locked)
+    slot_share = float(fractions.sum())
+    free_share = slot_share + float(target[-1])
     if free_share <= 0.0:
         return TradeResult(cash=float(cash), positions=holdings.copy(), costs=0.0, traded_value=0.0)
-    fractions = slot_target / free_share
-    ceiling = np.where(sell_only, holdings, np.inf)
-    base = float(cash) + float(holdings[~locked].sum())
-
-    def post_trade(wealth: float) -> np.ndarray:
-        return np.where(locked, holdings, np.minimum(fractions * wealth, ceiling))
-
-    wealth = base
-    for _ in range(_REBALANCE_MAX_PASSES):
-        new_wealth = base - _proportional_costs(post_trade(wealth) - holdings, buy_cost_pct, sell_cost_pct)
-        converged = abs(new_wealth - wealth) <= _REBALANCE_REL_TOL * abs(base)
-        wealth = new_wealth
-        if converged:
-            break
-    new_holdings = post_trade(wealth)
-    delta = new_holdings - holdings
-    costs = _proportional_costs(delta, buy_cost_pct, sell_cost_pct)
-    new_cash = float(cash) - float(delta.sum()) - costs
+    fractions /= free_share
+    ceiling = np.where(sell_only, holdings, np.inf) if sell_only.any() else None
+    held = float(free_holdings.sum())
+    post = _solve_post_trade_wealth(
+        float(cash) + held, totals, (slot_share / free_share, held), ceiling, buy_cost_pct, sell_cost_pct
+    )
+    delta = post - free_holdings
+    bought = float(np.maximum(delta, 0.0).sum())
+    sold = -float(np.minimum(delta, 0.0).sum())
+    costs = buy_cost_pct * bought + sell_cost_pct * sold
+    positions = np.where(locked, holdings, post) if any_locked else post
     return TradeResult(
-        cash=new_cash, positions=new_holdings, costs=costs, traded_value=float(np.abs(delta).sum())
+        cash=float(cash) - (bought - sold) - costs,
+        positions=positions,
+        costs=costs,
+        traded_value=bought + sold,
     )
 
 
-def _capped_buys(cash: float, price: np.ndarray, wanted: np.ndarray, buy_cost_pct: float) -> np.ndarray:
-    """Shares bought in order, each capped by the cash left after the earlier buys (FinRL's rule).
+def _capped_buys(
+    cash: float,
+    prices: np.ndarray,
+    wanted: np.ndarray,
+    order: np.ndarray,
+    positions: np.ndarray,
+    buy_cost_pct: float,
+) -> tuple[float, float]:
+    """FinRL's buys in ``order``, each ``min(wanted, cash // (price * (1 + cost)))`` with the cash left by
+    the earlier ones and the same float operations as FinRL, added to ``positions``; returns the cash left
+    and the gross value bought.
 
-    FinRL buys ``min(wanted, cash // (price * (1 + cost)))`` one name after another. Runs of fully funded
-    buys are found at once with a sequential running balance (``np.subtract.accumulate``, the same float
-    operations FinRL performs); only a capped buy starts a new pass, and names that cannot afford even one
-    share are skipped in bulk. A capped buy leaves less cash than one share of that name, so passes are few.
+    Runs of fully funded buys are found with a sequential running balance (``np.subtract.accumulate``) over
+    windows that grow from ``_FIRST_BUY_WINDOW``. A capped buy (or a name that cannot afford one share) is
+    done on its own; cash only falls, so the names that cannot afford one share after it never will
+    (``cash // unit >= 1`` is exactly ``unit <= cash`` for positive floats) and are dropped. A capped buy
+    leaves less cash than one share of that name, so cash at least halves each time and they are few.
+
+    :param order: slots that may be bought, most wanted first.
     """
-    unit = price * (1 + buy_cost_pct)
-    bought = np.zeros_like(price)
-    start = 0
-    while start < price.size:
-        full_cost = price[start:] * wanted[start:] * (1 + buy_cost_pct)
-        balance = np.subtract.accumulate(np.concatenate(([cash], full_cost)))
-        affordable = balance[:-1] // unit[start:]
-        short = np.flatnonzero(affordable < wanted[start:])
-        if short.size == 0:
-            bought[start:] = wanted[start:]
-            break
-        capped = start + int(short[0])
-        bought[start:capped] = wanted[start:capped]
-        bought[capped] = affordable[short[0]]
-        cash = balance[short[0]] - price[capped] * bought[capped] * (1 + buy_cost_pct)
-        reachable = np.flatnonzero(cash // unit[capped + 1 :] >= 1)
-        start = capped + 1 + int(reachable[0]) if reachable.size else price.size
-    return bought
+    unit = prices * (1 + buy_cost_pct)
+    gross, candidates, window = 0.0, order, _FIRST_BUY_WINDOW
+    while candidates.size:
+        first = candidates[0]
+        affordable = cash // unit[first]
+        if affordable < wanted[first]:
+            if affordable:
+                positions[first] += affordable
+                gross += prices[first] * affordable
+                cash = cash - prices[first] * affordable * (1 + buy_cost_pct)
+            rest = candidates[1:]
+            candidates = rest[unit[rest] <= cash]
+            continue
+        run = candidates[:window]
+        value = prices[run] * wanted[run]
+        balance = np.subtract.accumulate(np.concatenate(([cash], value * (1 + buy_cost_pct))))
+        short = (balance[:-1] // unit[run] < wanted[run]).nonzero()[0]
+        n_funded = int(short[0]) if short.size else run.size
+        positions[run[:n_funded]] += wanted[run[:n_funded]]
+        gross += float(value[:n_funded].sum())
+        cash = balance[n_funded]
+        candidates = candidates[n_funded:]
+        window *= _BUY_WINDOW_GROWTH
+    return float(cash), float(gross)
 
 
 def finrl_share_trades(
@@ -207,7 +283,7 @@ def finrl_share_trades(
     shares)``, then buys from the most positive, each ``min(action, cash // (price * (1 + buy_cost)))`` with
     the cash left by earlier buys. Sold value is credited at ``price * n * (1 - sell_cost)`` and bought value
     debited at ``price * n * (1 + buy_cost)``. With ``liquidate`` every sellable position is sold whole and
-    nothing is bought (FinRL's turbulence rule).
+    nothing is bought (FinRL's turbulence rule). Only the names that trade are touched after the sort.
 
     :param cash: cash before trades.
     :param shares: float64 [S] shares held.
@@ -222,25 +298,24 @@ def finrl_share_trades(
     """
     check_cost_rates(buy_cost_pct, sell_cost_pct)
     actions = np.asarray(actions)
-    prices = np.where(buyable | sellable, prices, 0.0)
     order = np.argsort(actions)
-    sell_order = order[: int(np.count_nonzero(actions < 0))]
-    wanted_sell = shares if liquidate else np.minimum(-actions, shares)
-    sold = np.where(sellable & (actions < 0), wanted_sell, 0.0)
-    proceeds = prices[sell_order] * sold[sell_order] * (1 - sell_cost_pct)
+    negative = actions < 0
+    sells = order[: int(np.count_nonzero(negative))]
+    sells = sells[sellable[sells]]
+    sold = shares[sells] if liquidate else np.minimum(-actions[sells], shares[sells])
+    sold_value = prices[sells] * sold
+    proceeds = sold_value * (1 - sell_cost_pct)
     cash = float(np.add.accumulate(np.concatenate(([cash], proceeds)))[-1])
-    bought = np.zeros_like(prices)
+    positions = shares.copy()
+    positions[sells] -= sold
+    gross_sold = float(sold_value.sum())
+    gross_bought = 0.0
     if not liquidate:
-        buy_order = order[::-1][: int(np.count_nonzero(actions > 0))]
-        buy_order = buy_order[buyable[buy_order]]
-        bought[buy_order] = _capped_buys(cash, prices[buy_order], actions[buy_order], buy_cost_pct)
-        spent = prices[buy_order] * bought[buy_order] * (1 + buy_cost_pct)
-        cash = float(np.subtract.accumulate(np.concatenate(([cash], spent)))[-1])
-    gross_sold = float((prices * sold).sum())
-    gross_bought = float((prices * bought).sum())
+        buys = order[actions.size - int(np.count_nonzero(actions > 0)) :][::-1]
+        cash, gross_bought = _capped_buys(cash, prices, actions, buys[buyable[buys]], positions, buy_cost_pct)
     return TradeResult(
         cash=cash,
-        positions=shares - sold + bought,
+        positions=positions,
         costs=sell_cost_pct * gross_sold + buy_cost_pct * gross_bought,
         traded_value=gross_sold + gross_bought,
     )

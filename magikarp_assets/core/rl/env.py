@@ -4,6 +4,7 @@ at the day's close net of proportional costs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -28,6 +29,9 @@ COL_WEIGHT = N_FEATURES + 2
 N_SLOT_COLUMNS = N_FEATURES + 3
 
 EnvMode = Literal["weights", "shares"]
+# With fewer than one slot in this many held, the observation's sellable and weight entries are written
+# for the held rows only (the rest are already 0 in the observation block).
+_SPARSE_HOLDINGS = 8
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,19 @@ class MarketEpisode:
     def n_slots(self) -> int:
         return int(self.close.shape[1])
 
+    @cached_property
+    def observation_block(self) -> np.ndarray:
+        """float32 [T, S, N_SLOT_COLUMNS], read-only: each day's features and tradable flag, with the sellable
+        and weight columns 0. Built on first use and shared by every environment on this episode, so a step
+        copies one contiguous day instead of assembling columns (costs T * S * 140 bytes: 127 MB for
+        252 days of 3,600 slots).
+        """
+        block = np.zeros((self.n_days, self.n_slots, N_SLOT_COLUMNS), dtype=np.float32)
+        block[:, :, :N_FEATURES] = self.features
+        block[:, :, COL_TRADABLE] = self.tradable
+        block.flags.writeable = False
+        return block
+
 
 class PortfolioEnv(gym.Env):
     """Daily portfolio environment over S slots; trades happen at each day's close.
@@ -105,6 +122,8 @@ class PortfolioEnv(gym.Env):
     ``(V_{t+1} - V_t) * reward_scaling``. Differences from FinRL: buys only where ``tradable``, sells only
     where held and priced, held names without a price are valued at their last known close, the episode ends
     on the step that reaches the last day, and turbulence on day 0 is used (FinRL resets it to 0).
+    Each observation is a fresh array: the day's row of :attr:`MarketEpisode.observation_block` plus the
+    book's sellable and weight columns.
     """
 
     def __init__(
@@ -153,10 +172,15 @@ class PortfolioEnv(gym.Env):
             if turbulence is None or np.shape(turbulence) != (n_days,):
                 raise ValueError(f"turbulence_threshold needs a turbulence array of shape ({n_days},)")
             self._liquidate = np.asarray(turbulence, dtype=np.float64) >= turbulence_threshold
+        self._last_day = n_days - 1
+        self._dates = list(episode.dates)
         self._priced = np.isfinite(episode.close)
+        self._unpriced = ~self._priced
+        self._priced_not_buyable = self._priced & ~episode.tradable
         self._value_price = np.nan_to_num(last_known_prices(episode.close), nan=0.0)
-        self._trade_price = np.where(self._priced, episode.close, 0.0)
+        self._share_price = np.where(self._priced, episode.close, 1.0)
         self._tradable_fraction = episode.tradable.mean(axis=1)
+        self._no_cap = np.zeros(n_slots)
         self.observation_space = spaces.Dict(
             {
                 "slots": spaces.Box(-np.inf, np.inf, shape=(n_slots, N_SLOT_COLUMNS), dtype=np.float32),
@@ -168,6 +192,7 @@ class PortfolioEnv(gym.Env):
         self._day = 0
         self._cash = self.initial_cash
         self._shares = np.zeros(n_slots, dtype=np.float64)
+        self._value = self.initial_cash
 
     @property
     def day(self) -> int:
@@ -201,8 +226,8 @@ class PortfolioEnv(gym.Env):
         self._day = 0
         self._cash = self.initial_cash
         self._shares = np.zeros(self.episode.n_slots, dtype=np.float64)
-        value = self.portfolio_value()
-        return self._observation(value), self._info(value, costs=0.0, turnover=0.0)
+        self._value = self.portfolio_value()
+        return self._observation(self._value), self._info(self._value, costs=0.0, turnover=0.0)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Trade at today's close, move to the next day and value the portfolio there.
@@ -214,51 +239,49 @@ class PortfolioEnv(gym.Env):
             and date (the day valued).
         """
         day = self._day
-        if day >= self.episode.n_days - 1:
+        if day >= self._last_day:
             raise RuntimeError("the episode is over (last day reached); call reset() first")
-        action = np.clip(np.asarray(action), -1, 1)
+        action = np.minimum(np.maximum(np.asarray(action), -1), 1)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action shape {action.shape} breaks the rule {self.action_space.shape}")
-        value_before = self.portfolio_value()
+        value_before = self._value
         if self.mode == "weights":
             result = self._rebalance(day, action, value_before)
         else:
             result = self._trade_shares(day, action)
         self._cash = result.cash
         self._day = day + 1
-        value_after = self.portfolio_value()
+        self._value = value_after = self.portfolio_value()
         if self.mode == "weights":
             reward = float(np.log(value_after / value_before))
         else:
             reward = (value_after - value_before) * self.reward_scaling
-        terminated = self._day == self.episode.n_days - 1
         info = self._info(value_after, costs=result.costs, turnover=result.traded_value / value_before)
-        return self._observation(value_after), reward, terminated, False, info
+        return self._observation(value_after), reward, self._day == self._last_day, False, info
 
     def _rebalance(self, day: int, action: np.ndarray, value: float) -> TradeResult:
         holdings = self._shares * self._value_price[day]
         held = self._shares > 0
-        locked = held & ~self._priced[day]
-        tradable = self.episode.tradable[day]
-        sell_only = held & self._priced[day] & ~tradable
+        locked = held & self._unpriced[day]
+        sell_only = held & self._priced_not_buyable[day]
+        any_locked, any_sell_only = bool(locked.any()), bool(sell_only.any())
         if self._liquidate[day]:
             target = np.zeros(action.size, dtype=np.float64)
             target[-1] = 1.0
         else:
-            weight = holdings / value
+            cap, frozen = self._no_cap, None
+            if any_locked or any_sell_only:
+                weight = holdings / value
+                cap = np.where(sell_only, weight, 0.0)
+                frozen = np.where(locked, weight, 0.0) if any_locked else None
             target = target_weights(
-                action[:-1],
-                float(action[-1]),
-                tradable,
-                np.where(sell_only, weight, 0.0),
-                frozen_weight=np.where(locked, weight, 0.0),
-                temperature=self.temperature,
+                action[:-1], float(action[-1]), self.episode.tradable[day], cap, frozen, self.temperature
             )
         result = rebalance_to_weights(
             self._cash, holdings, target, locked, sell_only, self.buy_cost_pct, self.sell_cost_pct
         )
-        price = np.where(self._priced[day], self.episode.close[day], 1.0)
-        self._shares = np.where(locked, self._shares, result.positions / price)
+        shares = result.positions / self._share_price[day]
+        self._shares = np.where(locked, self._shares, shares) if any_locked else shares
         return result
 
     def _trade_shares(self, day: int, action: np.ndarray) -> TradeResult:
@@ -267,7 +290,7 @@ class PortfolioEnv(gym.Env):
         result = finrl_share_trades(
             self._cash,
             self._shares,
-            self._trade_price[day],
+            self.episode.close[day],
             orders,
             buyable=self.episode.tradable[day],
             sellable=(self._shares > 0) & self._priced[day],
@@ -279,14 +302,20 @@ class PortfolioEnv(gym.Env):
         return result
 
     def _observation(self, value: float) -> dict[str, np.ndarray]:
-        day = self._day
-        slots = np.empty((self.episode.n_slots, N_SLOT_COLUMNS), dtype=np.float32)
-        slots[:, :N_FEATURES] = self.episode.features[day]
-        slots[:, COL_TRADABLE] = self.episode.tradable[day]
-        slots[:, COL_SELLABLE] = (self._shares > 0) & self._priced[day]
-        slots[:, COL_WEIGHT] = self._shares * self._value_price[day] / value
-        portfolio = np.array([self._cash / value, self._tradable_fraction[day]], dtype=np.float32)
-        return {"slots": slots, "portfolio": np.clip(portfolio, 0.0, 1.0)}
+        """A fresh copy every step: callers may keep it (SB3's DummyVecEnv keeps the terminal observation by
+        reference while it resets, and rollout code stacks observations), so no buffer is reused."""
+        day, shares = self._day, self._shares
+        slots = self.episode.observation_block[day].copy()
+        held = shares > 0
+        if np.count_nonzero(held) * _SPARSE_HOLDINGS < held.size:  # few held (shares mode): write their rows
+            rows = held.nonzero()[0]
+            slots[rows, COL_SELLABLE] = self._priced[day][rows]
+            slots[rows, COL_WEIGHT] = shares[rows] * self._value_price[day][rows] / value
+        else:  # strided column writes
+            np.logical_and(held, self._priced[day], out=slots[:, COL_SELLABLE])
+            np.divide(shares * self._value_price[day], value, out=slots[:, COL_WEIGHT])
+        cash_share = min(max(self._cash / value, 0.0), 1.0)
+        return {"slots": slots, "portfolio": np.array([cash_share, self._tradable_fraction[day]], np.float32)}
 
     def _info(self, value: float, costs: float, turnover: float) -> dict[str, Any]:
         return {
@@ -294,5 +323,5 @@ class PortfolioEnv(gym.Env):
             "cash": self._cash,
             "costs": costs,
             "turnover": turnover,
-            "date": self.episode.dates[self._day],
+            "date": self._dates[self._day],
         }
