@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dagster as dg
 
+from magikarp_assets.defs.features import sql_assets, tensor_asset
 from magikarp_assets.defs.ingestion import assets as ingestion_assets
 from magikarp_assets.defs.ingestion import schedules as ingestion_schedules
+from magikarp_assets.defs.models import assets as model_assets
 from magikarp_assets.defs.resources import resources_for
 from magikarp_assets.defs.universe import assets as universe_assets
 from magikarp_assets.settings import deployment
 
-ASSET_MODULES = [ingestion_assets, universe_assets]
+ASSET_MODULES = [ingestion_assets, universe_assets, sql_assets, tensor_asset, model_assets]
 
 
 def build_definitions(deployment_name: str | None = None) -> dg.Definitions:

@@ -8,6 +8,7 @@ import dagster as dg
 
 from magikarp_assets.resources.io_manager import PartitionedParquetIOManager
 from magikarp_assets.resources.market_data import MarketDataResource
+from magikarp_assets.resources.model_registry import ModelRegistryResource
 from magikarp_assets.settings import deployment
 
 
@@ -39,7 +40,15 @@ def resources_for(name: str) -> dict[str, object]:
         return {
             "market_data": MarketDataResource(provider=os.environ.get("MAGIKARP_MARKET_DATA", "sample")),
             "io_manager": PartitionedParquetIOManager(backend="local"),
+            "model_registry": ModelRegistryResource(backend="local"),
         }
     if name in ("dev", "staging", "prod"):
-        return {"market_data": _live_market_data(), "io_manager": _s3_io_manager()}
+        io_manager = _s3_io_manager()
+        registry = ModelRegistryResource(
+            backend="s3",
+            s3_bucket=io_manager.s3_bucket,
+            s3_prefix=io_manager.s3_prefix,
+            s3_endpoint_url=io_manager.s3_endpoint_url,
+        )
+        return {"market_data": _live_market_data(), "io_manager": io_manager, "model_registry": registry}
     raise ValueError(f"unknown deployment {name!r}")

@@ -1,0 +1,83 @@
+-- stg_prices: each ticker's latest bar as of the session (a missing session repeats the last bar, at
+-- most 5 sessions old), with the bar as of the previous session: the basis of every price feature.
+-- grain: daily
+-- lookback: 6
+--
+-- close is split-adjusted (as every source delivers it); tr_close, the total-return price, is adj_close
+-- where the source has it, else close. ret_1d uses adj_close when both bars have one, else close, so a
+-- ticker whose bars come from different sources never mixes the two bases. stale_sessions is 0 when the
+-- ticker has a bar dated on the session itself. continues says the ticker also had a row (a bar at most
+-- 5 sessions old) on the previous session. Sessions are numbered over the dates present in the input
+-- (the coverage check guarantees every session of a window has bars).
+WITH bars AS (
+    SELECT
+        CAST(date AS DATE) AS date,
+        ticker,
+        CAST(open AS DOUBLE) AS open,
+        CAST(high AS DOUBLE) AS high,
+        CAST(low AS DOUBLE) AS low,
+        CAST(close AS DOUBLE) AS close,
+        CAST(adj_close AS DOUBLE) AS adj_close,
+        CAST(volume AS DOUBLE) AS volume,
+        source
+    FROM {{ ref('raw_ohlcv') }}
+),
+sessions AS (
+    SELECT date, row_number() OVER (ORDER BY date) AS sess
+    FROM (SELECT DISTINCT date FROM bars)
+),
+targets AS (
+    SELECT s.date, s.sess
+    FROM sessions AS s
+    JOIN {{ target_dates }} AS t ON s.date = CAST(t.date AS DATE)
+),
+numbered AS (
+    SELECT
+        b.ticker,
+        s.sess,
+        {
+            'sess': s.sess, 'open': b.open, 'high': b.high, 'low': b.low, 'close': b.close,
+            'adj_close': b.adj_close, 'volume': b.volume, 'source': b.source
+        } AS bar
+    FROM bars AS b
+    JOIN sessions AS s USING (date)
+    WHERE s.sess >= (SELECT min(sess) - {{ lookback }} FROM targets)
+),
+cells AS (
+    SELECT k.ticker, s.date, s.sess, b.bar
+    FROM (SELECT DISTINCT ticker FROM numbered) AS k
+    CROSS JOIN (SELECT * FROM sessions WHERE sess >= (SELECT min(sess) - {{ lookback }} FROM targets)) AS s
+    LEFT JOIN numbered AS b USING (ticker, sess)
+),
+as_of AS (
+    SELECT
+        date,
+        ticker,
+        sess,
+        last_value(bar IGNORE NULLS) OVER (w ROWS 5 PRECEDING) AS cur,
+        last_value(bar IGNORE NULLS) OVER (w ROWS BETWEEN 6 PRECEDING AND 1 PRECEDING) AS prev
+    FROM cells
+    WINDOW w AS (PARTITION BY ticker ORDER BY sess)
+)
+SELECT
+    date,
+    ticker,
+    cur.open,
+    cur.high,
+    cur.low,
+    cur.close,
+    cur.adj_close,
+    coalesce(cur.adj_close, cur.close) AS tr_close,
+    cur.volume,
+    cur.source,
+    CAST(sess - cur.sess AS INTEGER) AS stale_sessions,
+    prev IS NOT NULL AS continues,
+    prev.close AS prev_close,
+    prev.high AS prev_high,
+    prev.low AS prev_low,
+    CASE
+        WHEN cur.adj_close IS NOT NULL AND prev.adj_close IS NOT NULL THEN cur.adj_close / prev.adj_close - 1
+        ELSE cur.close / prev.close - 1
+    END AS ret_1d
+FROM as_of
+WHERE cur IS NOT NULL AND date IN (SELECT date FROM targets)

@@ -1,0 +1,116 @@
+-- stock_features: the 32 model inputs of every stock holding a slot on the day, normalised across stocks.
+-- grain: daily
+-- lookback: 0
+--
+-- Rows: tickers in an active (1) or archive (2) slot on the day whose universe membership began on or
+-- before it. Technical and fundamental features are robust z-scores across those stocks:
+-- (x - median) / (IQR / 1.349), clipped to [-3, 3] and divided by 3, so each lies in [-1, 1]. Quartiles
+-- are order statistics, exact whatever the row order. Tenure maps 0..10 years linearly onto [-1, 1];
+-- slot_state is +1 active, -1 archive; the 5 padding features are 0. A missing or non-finite value (or a
+-- feature with no spread that day) becomes 0, never NaN; n_missing counts the raw features that were
+-- missing. `valid` says the stock has a bar dated that day (close is NULL otherwise; last_close is the
+-- latest close at most 5 sessions old).
+WITH members AS (
+    SELECT
+        CAST(date AS DATE) AS date,
+        ticker,
+        CAST(slot AS INTEGER) AS slot,
+        CAST(state AS TINYINT) AS state,
+        CAST(since AS DATE) AS since
+    FROM {{ ref('slot_membership') }}
+    WHERE state IN (1, 2)
+        AND CAST(since AS DATE) <= CAST(date AS DATE)
+        AND CAST(date AS DATE) IN (SELECT CAST(date AS DATE) FROM {{ target_dates }})
+),
+features AS (
+    SELECT
+        m.date,
+        m.ticker,
+        m.slot,
+        m.state,
+        m.since,
+        t.close,
+        t.stale_sessions,
+        t.ret_1d, t.ret_5d, t.ret_21d, t.ret_63d, t.volatility_21d, t.rsi_14, t.macd, t.macd_signal,
+        t.bollinger_pct_b, t.atr_ratio_14, t.volume_zscore_21, t.price_vs_sma50, t.price_vs_sma200, t.adx_14,
+        t.cci_20,
+        f.pe_ratio, f.pb_ratio, f.ps_ratio, f.eps_ttm, f.eps_growth, f.roe, f.debt_to_equity, f.profit_margin,
+        f.revenue_growth, f.log_market_cap
+    FROM members AS m
+    LEFT JOIN {{ ref('technical_features') }} AS t USING (date, ticker)
+    LEFT JOIN {{ ref('fundamental_features') }} AS f USING (date, ticker)
+),
+-- the 25 raw features (a non-finite value counts as missing), and how many are missing
+finite AS (
+    SELECT
+        date,
+        ticker,
+        slot,
+        state,
+        since,
+        close,
+        stale_sessions,
+        CASE
+            WHEN isfinite(COLUMNS(* EXCLUDE (date, ticker, slot, state, since, close, stale_sessions)))
+                THEN COLUMNS(* EXCLUDE (date, ticker, slot, state, since, close, stale_sessions))
+        END
+    FROM features
+),
+counted AS (
+    SELECT *, list_value(*COLUMNS(* EXCLUDE (date, ticker, slot, state, since, close, stale_sessions))) AS raw_values
+    FROM finite
+),
+-- per day and feature: first quartile (q1), median (q2) and third quartile (q3) across the day's stocks
+quartiles AS (
+    SELECT date, quantile_cont(COLUMNS(* EXCLUDE (date, ticker, slot, state, since, close, stale_sessions)), [0.25, 0.5, 0.75])
+    FROM finite
+    GROUP BY date
+),
+q1 AS (SELECT date, COLUMNS(* EXCLUDE (date))[1] FROM quartiles),
+q2 AS (SELECT date, COLUMNS(* EXCLUDE (date))[2] FROM quartiles),
+q3 AS (SELECT date, COLUMNS(* EXCLUDE (date))[3] FROM quartiles)
+SELECT
+    v.date,
+    v.ticker,
+    v.slot,
+    v.state,
+    CASE WHEN v.stale_sessions = 0 THEN v.close END AS close,
+    v.close AS last_close,
+    coalesce(v.stale_sessions = 0, false) AS valid,
+    len(v.raw_values) - list_count(v.raw_values) AS n_missing,
+    robust_z(v.ret_1d, q1.ret_1d, q2.ret_1d, q3.ret_1d) AS ret_1d,
+    robust_z(v.ret_5d, q1.ret_5d, q2.ret_5d, q3.ret_5d) AS ret_5d,
+    robust_z(v.ret_21d, q1.ret_21d, q2.ret_21d, q3.ret_21d) AS ret_21d,
+    robust_z(v.ret_63d, q1.ret_63d, q2.ret_63d, q3.ret_63d) AS ret_63d,
+    robust_z(v.volatility_21d, q1.volatility_21d, q2.volatility_21d, q3.volatility_21d) AS volatility_21d,
+    robust_z(v.rsi_14, q1.rsi_14, q2.rsi_14, q3.rsi_14) AS rsi_14,
+    robust_z(v.macd, q1.macd, q2.macd, q3.macd) AS macd,
+    robust_z(v.macd_signal, q1.macd_signal, q2.macd_signal, q3.macd_signal) AS macd_signal,
+    robust_z(v.bollinger_pct_b, q1.bollinger_pct_b, q2.bollinger_pct_b, q3.bollinger_pct_b) AS bollinger_pct_b,
+    robust_z(v.atr_ratio_14, q1.atr_ratio_14, q2.atr_ratio_14, q3.atr_ratio_14) AS atr_ratio_14,
+    robust_z(v.volume_zscore_21, q1.volume_zscore_21, q2.volume_zscore_21, q3.volume_zscore_21) AS volume_zscore_21,
+    robust_z(v.price_vs_sma50, q1.price_vs_sma50, q2.price_vs_sma50, q3.price_vs_sma50) AS price_vs_sma50,
+    robust_z(v.price_vs_sma200, q1.price_vs_sma200, q2.price_vs_sma200, q3.price_vs_sma200) AS price_vs_sma200,
+    robust_z(v.adx_14, q1.adx_14, q2.adx_14, q3.adx_14) AS adx_14,
+    robust_z(v.cci_20, q1.cci_20, q2.cci_20, q3.cci_20) AS cci_20,
+    robust_z(v.pe_ratio, q1.pe_ratio, q2.pe_ratio, q3.pe_ratio) AS pe_ratio,
+    robust_z(v.pb_ratio, q1.pb_ratio, q2.pb_ratio, q3.pb_ratio) AS pb_ratio,
+    robust_z(v.ps_ratio, q1.ps_ratio, q2.ps_ratio, q3.ps_ratio) AS ps_ratio,
+    robust_z(v.eps_ttm, q1.eps_ttm, q2.eps_ttm, q3.eps_ttm) AS eps_ttm,
+    robust_z(v.eps_growth, q1.eps_growth, q2.eps_growth, q3.eps_growth) AS eps_growth,
+    robust_z(v.roe, q1.roe, q2.roe, q3.roe) AS roe,
+    robust_z(v.debt_to_equity, q1.debt_to_equity, q2.debt_to_equity, q3.debt_to_equity) AS debt_to_equity,
+    robust_z(v.profit_margin, q1.profit_margin, q2.profit_margin, q3.profit_margin) AS profit_margin,
+    robust_z(v.revenue_growth, q1.revenue_growth, q2.revenue_growth, q3.revenue_growth) AS revenue_growth,
+    robust_z(v.log_market_cap, q1.log_market_cap, q2.log_market_cap, q3.log_market_cap) AS log_market_cap,
+    greatest(least(CAST(datediff('day', v.since, v.date) AS DOUBLE) / 365.25 / 5 - 1, 1), -1) AS tenure,
+    CAST(CASE WHEN v.state = 1 THEN 1 ELSE -1 END AS DOUBLE) AS slot_state,
+    CAST(0 AS DOUBLE) AS pad_1,
+    CAST(0 AS DOUBLE) AS pad_2,
+    CAST(0 AS DOUBLE) AS pad_3,
+    CAST(0 AS DOUBLE) AS pad_4,
+    CAST(0 AS DOUBLE) AS pad_5
+FROM counted AS v
+JOIN q1 USING (date)
+JOIN q2 USING (date)
+JOIN q3 USING (date)

@@ -1,0 +1,228 @@
+"""Loads the dbt-like SQL models (one file per model) and runs them on DuckDB for a set of trading days.
+
+A model file declares its upstream tables with ``{{ ref('name') }}`` and carries a header::
+
+    -- grain: daily
+    -- lookback: 199
+
+``lookback: N`` means the output for session t reads the upstream daily tables over the sessions
+[t-N, t] (N + 1 sessions) and nothing older; upstream tables that are not daily partitions (the full
+fundamentals history) are read whole. ``{{ target_dates }}`` names a one-column table (``date``) of the
+sessions to output, and ``{{ lookback }}`` renders the header's number, so the SQL states its window once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from magikarp_assets.core.calendar import ensure_trading_day, nyse
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "dbt_like_sql"
+MACRO_SUBDIR = "macros"  # *.sql files of CREATE MACRO statements, run on every connection before the models
+_REF = re.compile(r"\{\{\s*ref\(\s*['\"]([A-Za-z_][A-Za-z0-9_]*)['\"]\s*\)\s*\}\}")
+_TARGET_DATES = re.compile(r"\{\{\s*target_dates\s*\}\}")
+_LOOKBACK_VAR = re.compile(r"\{\{\s*lookback\s*\}\}")
+_HEADER = re.compile(r"^--\s*(grain|lookback)\s*:\s*(\S+)\s*$", re.MULTILINE)
+
+
+class SqlModelError(ValueError):
+    """A model file is malformed, the model graph has a cycle, or a run lacks an input."""
+
+
+@dataclass(frozen=True)
+class SqlModel:
+    """One SQL model: its name (file stem), raw SQL text, upstream refs, lookback in sessions and path."""
+
+    name: str
+    sql: str
+    refs: tuple[str, ...]
+    lookback: int
+    path: Path
+    grain: str = "daily"
+
+    def render(self, tables: Mapping[str, str] | None = None) -> str:
+        """SQL with each ref replaced by a quoted DuckDB table name and the template variables filled.
+
+        :param tables: ref name -> table name (default: the ref name itself).
+        """
+        tables = tables or {}
+        sql = _REF.sub(lambda m: _quote(tables.get(m.group(1), m.group(1))), self.sql)
+        sql = _TARGET_DATES.sub(_quote(target_table(self.name)), sql)
+        return _LOOKBACK_VAR.sub(str(self.lookback), sql)
+
+
+def target_table(model: str) -> str:
+    return f"__target_dates__{model}"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def parse_model(path: Path) -> SqlModel:
+    """Read one model file; raises SqlModelError naming the file when its header is missing or wrong."""
+    sql = path.read_text(encoding="utf-8")
+    header = dict(_HEADER.findall(sql))
+    if "lookback" not in header or "grain" not in header:
+        raise SqlModelError(f"{path}: header must declare '-- grain: daily' and '-- lookback: N'")
+    if header["grain"] != "daily":
+        raise SqlModelError(f"{path}: grain {header['grain']!r} is not supported (only 'daily')")
+    if not header["lookback"].isdigit():
+        raise SqlModelError(f"{path}: lookback {header['lookback']!r} is not a non-negative integer")
+    refs = tuple(dict.fromkeys(_REF.findall(sql)))
+    return SqlModel(name=path.stem, sql=sql, refs=refs, lookback=int(header["lookback"]), path=path)
+
+
+def discover_models(sql_dir: Path = SQL_DIR) -> dict[str, SqlModel]:
+    """Every ``*.sql`` model of the folder, in dependency order (upstream first).
+
+    :param sql_dir: folder of model files.
+    """
+    models = {p.stem: parse_model(p) for p in sorted(sql_dir.glob("*.sql"))}
+    if not models:
+        raise SqlModelError(f"no *.sql model files in {sql_dir}")
+    return {name: models[name] for name in topological_order(models)}
+
+
+def load_macros(sql_dir: Path = SQL_DIR) -> dict[str, str]:
+    """Macro file name -> SQL text (``CREATE MACRO`` statements shared by the models)."""
+    return {p.name: p.read_text(encoding="utf-8") for p in sorted((sql_dir / MACRO_SUBDIR).glob("*.sql"))}
+
+
+@lru_cache(maxsize=4)
+def _cached_models(sql_dir: Path) -> dict[str, SqlModel]:
+    return discover_models(sql_dir)
+
+
+def load_models(sql_dir: Path = SQL_DIR) -> dict[str, SqlModel]:
+    """:func:`discover_models`, read once per process."""
+    return dict(_cached_models(sql_dir))
+
+
+def topological_order(models: Mapping[str, SqlModel]) -> list[str]:
+    """Model names, upstream first (ties by name); refs to names that are not models are external inputs.
+
+    :raises SqlModelError: when the refs form a cycle; the message lists the models on it.
+    """
+    graph = {name: {r for r in m.refs if r in models} for name, m in sorted(models.items())}
+    try:
+        return list(TopologicalSorter(graph).static_order())
+    except CycleError as exc:
+        cycle = " -> ".join(exc.args[1])
+        raise SqlModelError(f"SQL models reference each other in a cycle: {cycle}") from exc
+
+
+def external_inputs(models: Mapping[str, SqlModel]) -> list[str]:
+    """Refs that no model produces: the tables a run must be given."""
+    return sorted({r for m in models.values() for r in m.refs} - set(models))
+
+
+def input_window(model: SqlModel, day: str | dt.date | pd.Timestamp) -> pd.DatetimeIndex:
+    """The sessions [day - lookback, day] of the upstream daily tables the model reads for `day`."""
+    return _sessions_back(ensure_trading_day(day), model.lookback)
+
+
+def _sessions_back(day: pd.Timestamp, n: int) -> pd.DatetimeIndex:
+    sessions = nyse().sessions
+    pos = int(sessions.searchsorted(day))
+    return pd.DatetimeIndex(sessions[max(0, pos - n) : pos + 1]).tz_localize(None)
+
+
+def required_dates(
+    name: str, dates: Iterable[str | dt.date | pd.Timestamp], models: Mapping[str, SqlModel]
+) -> dict[str, pd.DatetimeIndex]:
+    """For each model in `name`'s upstream chain (and `name` itself), the sessions it must output.
+
+    :param name: the model requested.
+    :param dates: the sessions requested.
+    :param models: all models (from :func:`load_models`).
+    """
+    need: dict[str, set[pd.Timestamp]] = {name: {ensure_trading_day(d) for d in dates}}
+    for current in reversed(topological_order(models)):
+        if current not in need:
+            continue
+        model = models[current]
+        window = {s for d in need[current] for s in _sessions_back(d, model.lookback)}
+        for ref in model.refs:
+            if ref in models:
+                need.setdefault(ref, set()).update(window)
+    return {m: pd.DatetimeIndex(sorted(days)) for m, days in need.items()}
+
+
+def run_model(
+    name: str,
+    inputs: Mapping[str, pd.DataFrame],
+    dates: Iterable[str | dt.date | pd.Timestamp],
+    sql_dir: Path = SQL_DIR,
+) -> pd.DataFrame:
+    """Run model `name` in an in-memory DuckDB and return its rows for `dates` only.
+
+    Refs found in `inputs` are read from there (an upstream model's stored output may be given instead of
+    being recomputed); any other upstream model is computed first, for the sessions its consumers need.
+
+    :param name: model name (file stem).
+    :param inputs: ref name -> frame (e.g. raw_ohlcv, raw_fundamentals, slot_membership).
+    :param dates: the sessions to output.
+    :param sql_dir: folder of model files.
+    :raises SqlModelError: unknown model or missing input.
+    """
+    models = load_models(sql_dir)
+    if name not in models:
+        raise SqlModelError(f"unknown SQL model {name!r}; models in {sql_dir}: {', '.join(models)}")
+    plan = _plan(name, models, inputs)
+    needed = required_dates(name, dates, {m: models[m] for m in plan})
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET threads TO 2")
+        for macro_sql in load_macros(sql_dir).values():
+            con.execute(macro_sql)
+        for ref, frame in inputs.items():
+            con.register(ref, frame)
+        for model_name in plan:
+            days = pd.DataFrame({"date": needed[model_name].date})
+            con.register(target_table(model_name), days)
+            sql = models[model_name].render()
+            if model_name == name:
+                out = con.execute(sql).df()
+            else:
+                con.execute(f"CREATE TEMP TABLE {_quote(model_name)} AS {sql}")
+    finally:
+        con.close()
+    return _conform(out)
+
+
+def _plan(name: str, models: Mapping[str, SqlModel], inputs: Mapping[str, pd.DataFrame]) -> list[str]:
+    """Models to execute, upstream first: `name` and every upstream model not supplied in `inputs`."""
+    chain: set[str] = set()
+    stack = [name]
+    while stack:
+        current = stack.pop()
+        chain.add(current)
+        for ref in models[current].refs:
+            if ref in inputs:
+                continue
+            if ref not in models:
+                raise SqlModelError(
+                    f"SQL model {current!r} needs input {ref!r}, which was not given "
+                    f"(inputs given: {', '.join(sorted(inputs)) or 'none'})"
+                )
+            stack.append(ref)
+    return [m for m in topological_order(models) if m in chain]
+
+
+def _conform(out: pd.DataFrame) -> pd.DataFrame:
+    """Dates as datetime64[ns], rows sorted by (date, ticker) so outputs compare byte for byte."""
+    for col in out.columns:
+        if pd.api.types.is_datetime64_any_dtype(out[col]):
+            out[col] = out[col].astype("datetime64[ns]")
+    keys = [c for c in ("date", "ticker") if c in out.columns]
+    return out.sort_values(keys, kind="stable").reset_index(drop=True) if keys else out

@@ -1,0 +1,72 @@
+"""The model's daily input: 32 features for each of the 3,600 slots, plus masks and prices."""
+
+import time
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from magikarp_assets.core.features.spec import FEATURE_SPEC_HASH
+from magikarp_assets.core.features.tensor import pack_day, stack_tensors
+from magikarp_assets.defs.ingestion.assets import partition_days
+from magikarp_assets.defs.partitions import trading_day_partitions
+from magikarp_assets.defs.universe.assets import SLOT_MAP
+
+FEATURE_TENSOR = dg.AssetKey("feature_tensor")
+STOCK_FEATURES = dg.AssetKey("stock_features")
+CHECK_TENSOR_FINITE = "tensor_is_finite"
+OWNER = "team:ml-platform"
+
+
+@dg.asset(
+    key=FEATURE_TENSOR,
+    group_name="features",
+    kinds={"numpy"},
+    owners=[OWNER],
+    partitions_def=trading_day_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    ins={"stock_features": dg.AssetIn(STOCK_FEATURES), "slot_map": dg.AssetIn(SLOT_MAP)},
+    check_specs=[
+        dg.AssetCheckSpec(
+            CHECK_TENSOR_FINITE,
+            asset=FEATURE_TENSOR,
+            blocking=True,
+            description="No NaN/inf in features; padding slots all zero and never tradable.",
+        )
+    ],
+)
+def feature_tensor(context: dg.AssetExecutionContext, stock_features: pd.DataFrame, slot_map: pd.DataFrame):
+    """Slot-aligned float32 [3600, 32] features with the tradable mask, closes and slot states of the session,
+    stamped with the slot-map version and the feature-spec hash the model must match."""
+    started = time.perf_counter()
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for day in partition_days(context):
+        out[day.strftime("%Y-%m-%d")] = pack_day(
+            stock_features[stock_features["date"] == day], slot_map[slot_map["date"] == day]
+        )
+    last = out[max(out)]
+    bad = [
+        k
+        for k, v in out.items()
+        if not np.isfinite(v["features"]).all()
+        or v["features"][v["slot_state"] == 0].any()
+        or v["tradable"][v["slot_state"] == 0].any()
+    ]
+    yield dg.Output(
+        out if len(out) > 1 else last,
+        metadata={
+            "tradable_slots": int(last["tradable"].sum()),
+            "slot_map_version": str(last["slot_map_version"]),
+            "feature_spec_hash": FEATURE_SPEC_HASH[:12],
+            "pack_seconds": time.perf_counter() - started,
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name=CHECK_TENSOR_FINITE, passed=not bad, metadata={"bad_days": ", ".join(bad) or "none"}
+    )
+
+
+def load_tensor_window(io_manager, days: pd.DatetimeIndex) -> dict[str, np.ndarray]:
+    """Stack the stored tensors of `days` into [T, 3600, ...] arrays (one read per session, no DataFrames)."""
+    per_day = [io_manager.load_partition(FEATURE_TENSOR, d.strftime("%Y-%m-%d")) for d in days]
+    return stack_tensors(per_day)
