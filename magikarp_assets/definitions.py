@@ -9,18 +9,33 @@ from magikarp_assets.defs.ingestion import assets as ingestion_assets
 from magikarp_assets.defs.ingestion import schedules as ingestion_schedules
 from magikarp_assets.defs.models import assets as model_assets
 from magikarp_assets.defs.resources import resources_for
+from magikarp_assets.defs.signals import assets as signal_assets
+from magikarp_assets.defs.signals import reporting, sensors
 from magikarp_assets.defs.universe import assets as universe_assets
 from magikarp_assets.settings import deployment
 
-ASSET_MODULES = [ingestion_assets, universe_assets, sql_assets, tensor_asset, model_assets]
+ASSET_MODULES = [
+    ingestion_assets,
+    universe_assets,
+    sql_assets,
+    tensor_asset,
+    model_assets,
+    signal_assets,
+    reporting,
+]
 
 
 def build_definitions(deployment_name: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
         asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
-        jobs=[ingestion_schedules.daily_ingestion_job, ingestion_schedules.reference_data_job],
+        jobs=[
+            ingestion_schedules.daily_ingestion_job,
+            ingestion_schedules.reference_data_job,
+            reporting.daily_signals_job,
+        ],
         schedules=[ingestion_schedules.daily_ingestion_schedule, ingestion_schedules.reference_data_schedule],
+        sensors=[sensors.run_failure_alert, sensors.blocking_check_alert],
         resources=resources_for(deployment_name or deployment()),
     )
 
