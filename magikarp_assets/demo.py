@@ -1,68 +1,158 @@
-"""`make demo`: run the daily cycle on the bundled real sample, offline, and print what it produced."""
+"""`make demo`: the whole daily cycle on the bundled real sample, offline, ending with the day's
+recommendations printed and the email written to the outbox.
 
-from __future__ import annotations
+Steps: reference data; ingestion, slot maps and features over enough history for the 200-session
+indicators and the training window; a DEMO model (PPO with a small, documented budget, force-approved with
+the reason recorded: it has not been through the backtest and shadow gates); then recommendations, the paper
+portfolio, performance metrics and the email for the sample's last sessions.
+"""
 
 import argparse
-import sys
+import time
 
 import dagster as dg
 import pandas as pd
 
 from magikarp_assets.core.calendar import trading_day_window
 from magikarp_assets.core.market_data.sample import SAMPLE_LAST_DAY
+from magikarp_assets.core.promotion import promote
 from magikarp_assets.definitions import build_definitions
 
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
+RANGE = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+INGESTION = ["raw_ohlcv", "ohlcv_quarantine", "benchmark_prices", "slot_map"]
+FEATURES = [
+    "stg_prices",
+    "technical_features",
+    "fundamental_features",
+    "slot_membership",
+    "stock_features",
+    "feature_tensor",
+]
+SIGNALS = ["daily_recommendations", "portfolio_state", "performance_metrics", "daily_report"]
+# The demo model: small budget so the demo stays within minutes on 2 cores. Not a production model.
+DEMO_TRAINING = {
+    "total_timesteps": 1024,
+    "n_steps": 128,
+    "batch_size": 64,
+    "n_epochs": 2,
+    "training_sessions": 120,
+    "backtest_months": 1,
+    "seed": 0,
+}
+FEATURE_HISTORY_SESSIONS = 200 + 120 + 21  # indicator lookback + training window + backtest month
 
 
-def _run(
-    defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, days: pd.DatetimeIndex | None = None
-):
-    tags = {}
-    if days is not None:
-        tags = {RANGE_START_TAG: days[0].strftime("%Y-%m-%d"), RANGE_END_TAG: days[-1].strftime("%Y-%m-%d")}
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        run_config=quiet, instance=instance, tags=tags, raise_on_error=False
-    )
-    if not result.success:
-        for event in result.all_events:
-            if event.is_failure:
-                print(event.message, file=sys.stderr)
-        raise SystemExit(f"job {job_name} failed (run {result.run_id}); see `make dev` for the full log")
-    return result
+class Demo:
+    def __init__(self) -> None:
+        self.defs = build_definitions("local")
+        self.instance = dg.DagsterInstance.get()
+
+    def run(
+        self,
+        label: str,
+        selection: list[str],
+        days: pd.DatetimeIndex | None = None,
+        partition: str | None = None,
+        run_config: dict | None = None,
+    ) -> dg.ExecuteInProcessResult:
+        started = time.perf_counter()
+        tags = {RANGE[0]: f"{days[0].date()}", RANGE[1]: f"{days[-1].date()}"} if days is not None else None
+        result = dg.materialize(
+            list(self.defs.assets),
+            instance=self.instance,
+            resources=self.defs.resources,
+            selection=selection,
+            tags=tags,
+            partition_key=partition,
+            run_config={**QUIET, **(run_config or {})},
+            raise_on_error=False,
+        )
+        if not result.success:
+            failures = [e.message for e in result.all_events if e.is_failure]
+            raise SystemExit(f"{label} failed (run {result.run_id}):\n" + "\n".join(failures))
+        print(f"  {label}: done in {time.perf_counter() - started:.0f} s", flush=True)
+        return result
 
 
-def _print_ingestion(result, days: pd.DatetimeIndex) -> None:
-    # A range run attaches the same (whole-run) metadata to each session's materialisation.
-    m = next(
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    mats = [
         e.materialization
         for e in result.get_asset_materialization_events()
-        if e.materialization.asset_key.to_user_string() == "raw_ohlcv"
-    )
-    meta = {k: v.value for k, v in m.metadata.items()}
-    sources = {k.removeprefix("rows_from_"): v for k, v in meta.items() if k.startswith("rows_from_")}
-    print(
-        f"raw_ohlcv, {len(days)} sessions: {meta['rows']} bars, worst-day coverage {meta['coverage']:.2%}, "
-        f"{meta['rows_quarantined']} quarantined, {meta['suspect_returns']} suspect gaps, sources {sources}"
-    )
-    for check in result.get_asset_check_evaluations():
-        status = "PASS" if check.passed else "FAIL"
-        print(f"  check {check.asset_key.to_user_string()}:{check.check_name}: {status}")
+        if e.materialization.asset_key.to_user_string() == asset
+    ]
+    return {k: v.value for k, v in mats[-1].metadata.items()} if mats else {}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--end", default=str(SAMPLE_LAST_DAY.date()), help="last session to run (YYYY-MM-DD)")
-    parser.add_argument("--days", type=int, default=5, help="number of sessions to ingest")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--end", default=str(SAMPLE_LAST_DAY.date()), help="last session (YYYY-MM-DD)")
+    parser.add_argument("--days", type=int, default=5, help="sessions of recommendations to run")
     args = parser.parse_args(argv)
-    instance = dg.DagsterInstance.get()
-    defs = build_definitions("local")
-    days = trading_day_window(args.end, args.days)
-    print(f"TMagikarp demo on the bundled real sample: {days[0].date()} .. {days[-1].date()} (offline)")
-    _run(defs, "reference_data", instance)
-    _print_ingestion(_run(defs, "daily_ingestion", instance, days), days)
+    began = time.perf_counter()
+    serve = trading_day_window(args.end, args.days)
+    history = trading_day_window(args.end, FEATURE_HISTORY_SESSIONS + args.days)
+    month = serve[0].to_period("M").to_timestamp()
+    demo = Demo()
+    print(
+        f"TMagikarp demo on the bundled real sample (offline): history {history[0].date()}..{history[-1].date()}, "
+        f"recommendations for {serve[0].date()}..{serve[-1].date()}"
+    )
+    demo.run("reference data (universe, fundamentals)", ["universe_constituents", "raw_fundamentals"])
+    ingest = demo.run(f"ingestion + slot maps, {len(history)} sessions", INGESTION, history)
+    meta = _metadata(ingest, "raw_ohlcv")
+    print(
+        f"    {meta.get('rows')} bars, worst-day coverage {meta.get('coverage', 0):.2%}, "
+        f"{meta.get('rows_quarantined')} quarantined rows, {meta.get('suspect_returns')} suspect gaps"
+    )
+    demo.run(f"features (SQL on DuckDB) + tensors, {len(history)} sessions", FEATURES, history)
+    trained = demo.run(
+        f"demo model: PPO {DEMO_TRAINING['total_timesteps']} steps at 3,600 slots",
+        ["candidate_model"],
+        partition=str(month.date()),
+        run_config={"ops": {"candidate_model": {"config": DEMO_TRAINING}}},
+    )
+    version = _metadata(trained, "candidate_model")["version"]
+    registry = demo.defs.resources["model_registry"].registry()
+    promote(
+        registry,
+        version,
+        approver="make demo",
+        note="demo cycle",
+        force_reason="demo model trained with a small budget; it has not passed the backtest and shadow gates",
+    )
+    print(f"    {version} force-promoted for the demo (recorded in the production history)")
+    signals = demo.run(f"recommendations, portfolio, metrics, email, {len(serve)} sessions", SIGNALS, serve)
+    _print_day(demo, signals, serve[-1])
+    print(f"demo finished in {time.perf_counter() - began:.0f} s; open the UI with `make dev`")
+
+
+def _print_day(demo: Demo, result: dg.ExecuteInProcessResult, day: pd.Timestamp) -> None:
+    store = demo.defs.resources["io_manager"]
+    recs = store.load_partition(dg.AssetKey("daily_recommendations"), f"{day.date()}")
+    counts = recs["action"].value_counts().to_dict()
+    print(
+        f"\nRecommendations for {day.date()} (model {recs['model_version'].iloc[0]}): "
+        f"{counts.get('BUY', 0)} BUY, {counts.get('SELL', 0)} SELL, {counts.get('HOLD', 0)} HOLD"
+    )
+    cols = ["rank", "ticker", "action", "current_weight", "target_weight", "confidence", "price"]
+    top = recs.sort_values("rank").head(15)[cols]
+    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
+        print(top.to_string(index=False))
+    book = _metadata(result, "portfolio_state")
+    perf = _metadata(result, "performance_metrics")
+    report = _metadata(result, "daily_report")
+    print(
+        f"\nPaper portfolio: value {book.get('value', float('nan')):,.0f}, cash {book.get('cash', float('nan')):,.0f}; "
+        f"cumulative return {perf.get('cumulative_return', float('nan')):.2%} "
+        f"vs QQQ {perf.get('qqq_cumulative_return', float('nan')):.2%}"
+    )
+    print(
+        f"Email written to the outbox: {report.get('path', report.get('uri', 'see daily_report metadata'))}"
+    )
+    assert trading_days(day, day).size == 1
 
 
 if __name__ == "__main__":

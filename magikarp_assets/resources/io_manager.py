@@ -202,6 +202,11 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         label = f"asset {asset_key.to_user_string()}"
         return self._read("/".join(asset_key.path), partition_key, (PARQUET, NPZ), label)
 
+    def stored_partitions(self, asset_key: dg.AssetKey) -> list[str]:
+        """Partition keys of an asset present in storage, sorted."""
+        prefix = "/".join(asset_key.path) + "/"
+        return sorted(key[len(prefix) :].rsplit(".", 1)[0] for key in self.blob_store().list(prefix))
+
     def _read(self, base: str, partition: str | None, order: Sequence[str], label: str) -> Any:
         store = self.blob_store()
         where = f"{label}" + (f" partition {partition}" if partition is not None else "")

@@ -56,7 +56,10 @@ def test_range_run_equals_daily_runs_and_slots_are_stable(tmp_path, instance):
 
 def test_out_of_order_run_is_refused_with_a_clear_message(tmp_path, instance):
     dg.materialize([ingestion.universe_constituents], resources=_resources(tmp_path), instance=instance)
-    result = _materialize(tmp_path, instance, "2016-06-15")
+    assert _materialize(tmp_path, instance, "2016-06-10").success  # the slot history may start any day
+    assert _materialize(tmp_path, instance, "2016-06-13").success
+    result = _materialize(tmp_path, instance, "2016-06-15")  # 2016-06-14 skipped
     assert not result.success
-    message = str(result.get_step_failure_events()[0].event_specific_data.error.cause.message)
-    assert "previous session 2016-06-14" in message and "backfill" in message
+    message = result.get_step_failure_events()[0].event_specific_data.error.cause.message
+    assert "previous session 2016-06-14" in message and "backfill" in message and "2016-06-13" in message
+    assert not (tmp_path / "slot_map" / "2016-06-15.parquet").exists()

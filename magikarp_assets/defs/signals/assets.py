@@ -22,7 +22,7 @@ from magikarp_assets.defs.features.tensor_asset import FEATURE_TENSOR
 from magikarp_assets.defs.ingestion.assets import partition_days
 from magikarp_assets.defs.partitions import trading_day_partitions
 from magikarp_assets.defs.universe.assets import SLOT_MAP
-from magikarp_assets.resources.io_manager import MissingPartitionError, PartitionedParquetIOManager
+from magikarp_assets.resources.io_manager import MissingPartitionError
 from magikarp_assets.resources.model_registry import ModelRegistryResource
 
 DAILY_RECOMMENDATIONS = dg.AssetKey("daily_recommendations")
@@ -119,12 +119,6 @@ class Book:
         )
 
 
-def _stored_partitions(io_manager: PartitionedParquetIOManager, asset_key: dg.AssetKey) -> list[str]:
-    """Partition keys of an asset present in the IO manager's storage, sorted."""
-    prefix = "/".join(asset_key.path) + "/"
-    return sorted(key[len(prefix) :].rsplit(".", 1)[0] for key in io_manager.blob_store().list(prefix))
-
-
 def _previous_book(context: dg.AssetExecutionContext, day: pd.Timestamp, capital: float) -> Book:
     """Yesterday's stored book; an all-cash one on the portfolio's first session. Anything else is refused:
     the portfolio is rolled forward in order and a session is never applied twice."""
@@ -133,7 +127,7 @@ def _previous_book(context: dg.AssetExecutionContext, day: pd.Timestamp, capital
     try:
         book = Book.from_frame(io_manager.load_partition(PORTFOLIO_STATE, prev_key))
     except MissingPartitionError:
-        stored = _stored_partitions(io_manager, PORTFOLIO_STATE)
+        stored = io_manager.stored_partitions(PORTFOLIO_STATE)
         inception = (
             Book.from_frame(io_manager.load_partition(PORTFOLIO_STATE, stored[0])).inception
             if stored
@@ -359,7 +353,7 @@ def paper_trading(
             f"{key}: model {policy.version}, value {book.state.value:,.2f}, "
             f"{int((recs['action'] != HOLD).sum())} trade call(s)"
         )
-    later = [k for k in _stored_partitions(context.resources.io_manager, PORTFOLIO_STATE) if k > keys[-1]]
+    later = [k for k in context.resources.io_manager.stored_partitions(PORTFOLIO_STATE) if k > keys[-1]]
     if later:
         context.log.warning(
             f"portfolio_state holds later sessions {later[0]}..{later[-1]} computed from the previous book: "

@@ -17,18 +17,22 @@ OWNER = "team:ml-platform"
 
 
 def _previous_map(context: dg.AssetExecutionContext, first_day: pd.Timestamp) -> SlotMap | None:
-    """Yesterday's map, from storage. Refuses to run when it is missing (partitions run in order)."""
-    if context.partition_key_range.start == trading_day_partitions.get_first_partition_key():
-        return None
+    """Yesterday's map, from storage; None on the first session of the slot history (no earlier map is
+    stored). A gap is refused: slot maps are built in order, each from the one before."""
+    io_manager = context.resources.io_manager
     prev_key = previous_trading_day(first_day).strftime("%Y-%m-%d")
     try:
-        return SlotMap.from_frame(context.resources.io_manager.load_partition(SLOT_MAP, prev_key))
-    except MissingPartitionError as exc:
+        return SlotMap.from_frame(io_manager.load_partition(SLOT_MAP, prev_key))
+    except MissingPartitionError:
+        stored = [k for k in io_manager.stored_partitions(SLOT_MAP) if k < prev_key]
+        if not stored:
+            context.log.info(f"slot history starts on {first_day.date()} (no earlier slot map stored)")
+            return None
         raise RuntimeError(
             f"slot_map {first_day.date()} needs the slot map of the previous session {prev_key}, "
-            "which has not "
-            "been materialised: slot maps are built in order, so backfill from the earliest missing session"
-        ) from exc
+            f"which has not been materialised (the last stored one is {stored[-1]}): slot maps are built in "
+            "order, so backfill from the earliest missing session"
+        ) from None
 
 
 @dg.asset(
