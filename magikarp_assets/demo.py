@@ -29,7 +29,7 @@ FEATURES = [
     "stock_features",
     "feature_tensor",
 ]
-SIGNALS = ["daily_recommendations", "portfolio_state", "performance_metrics", "daily_report"]
+SIGNALS = ["daily_recommendations", "portfolio_state", "performance_metrics"]
 # The demo model: small budget so the demo stays within minutes on 2 cores. Not a production model.
 DEMO_TRAINING = {
     "total_timesteps": 1024,
@@ -124,12 +124,15 @@ def main(argv: list[str] | None = None) -> None:
         force_reason="demo model trained with a small budget; it has not passed the backtest and shadow gates",
     )
     print(f"    {version} force-promoted for the demo (recorded in the production history)")
-    signals = demo.run(f"recommendations, portfolio, metrics, email, {len(serve)} sessions", SIGNALS, serve)
-    _print_day(demo, signals, serve[-1])
+    signals = demo.run(f"recommendations, paper portfolio, metrics, {len(serve)} sessions", SIGNALS, serve)
+    email = demo.run("daily email to the outbox", ["daily_report"], partition=str(serve[-1].date()))
+    _print_day(demo, signals, email, serve[-1])
     print(f"demo finished in {time.perf_counter() - began:.0f} s; open the UI with `make dev`")
 
 
-def _print_day(demo: Demo, result: dg.ExecuteInProcessResult, day: pd.Timestamp) -> None:
+def _print_day(
+    demo: Demo, result: dg.ExecuteInProcessResult, email: dg.ExecuteInProcessResult, day: pd.Timestamp
+) -> None:
     store = demo.defs.resources["io_manager"]
     recs = store.load_partition(dg.AssetKey("daily_recommendations"), f"{day.date()}")
     counts = recs["action"].value_counts().to_dict()
@@ -143,7 +146,7 @@ def _print_day(demo: Demo, result: dg.ExecuteInProcessResult, day: pd.Timestamp)
         print(top.to_string(index=False))
     book = _metadata(result, "portfolio_state")
     perf = _metadata(result, "performance_metrics")
-    report = _metadata(result, "daily_report")
+    report = _metadata(email, "daily_report")
     print(
         f"\nPaper portfolio: value {book.get('value', float('nan')):,.0f}, cash {book.get('cash', float('nan')):,.0f}; "
         f"cumulative return {perf.get('cumulative_return', float('nan')):.2%} "

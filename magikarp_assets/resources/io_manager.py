@@ -189,12 +189,24 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             return self._read(base, None, order, label)
         if not partitions:
             raise MissingPartitionError(f"{label}: the input maps to no upstream partition")
+        if len(partitions) > 1:
+            partitions = self._after_history_start(context, partitions)
         values = {partition: self._read(base, partition, order, label) for partition in partitions}
         if len(values) == 1:
             return next(iter(values.values()))
         if wants_mapping or not all(isinstance(v, pd.DataFrame) for v in values.values()):
             return values
         return _concat_in_order(list(values.values()))
+
+    def _after_history_start(self, context: dg.InputContext, partitions: list[str]) -> list[str]:
+        """A lookback window reaching before the asset's first stored partition starts at that partition
+        (history begins there, as at the start of the data); a gap inside the history still fails."""
+        if not context.has_asset_key:
+            return partitions
+        stored = self.stored_partitions(context.asset_key)
+        # Partitions being written by this same run count as present (a range run computes them first).
+        first = stored[0] if stored else partitions[-1]
+        return [p for p in partitions if p >= first] or partitions[-1:]
 
     def load_partition(self, asset_key: dg.AssetKey, partition_key: str | None = None) -> Any:
         """Read one stored partition outside Dagster's input loading (e.g. a self-dependent asset's
