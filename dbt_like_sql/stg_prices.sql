@@ -7,8 +7,8 @@
 -- where the source has it, else close. ret_1d uses adj_close when both bars have one, else close, so a
 -- ticker whose bars come from different sources never mixes the two bases. stale_sessions is 0 when the
 -- ticker has a bar dated on the session itself. continues says the ticker also had a row (a bar at most
--- 5 sessions old) on the previous session. Sessions are numbered over the dates present in the input
--- (the coverage check guarantees every session of a window has bars).
+-- 5 sessions old) on the previous session. Sessions are the NYSE calendar's, so a day without any data
+-- is a missing session like any other.
 WITH bars AS (
     SELECT
         CAST(date AS DATE) AS date,
@@ -22,14 +22,15 @@ WITH bars AS (
         source
     FROM {{ ref('raw_ohlcv') }}
 ),
-sessions AS (
-    SELECT date, row_number() OVER (ORDER BY date) AS sess
-    FROM (SELECT DISTINCT date FROM bars)
-),
 targets AS (
     SELECT s.date, s.sess
-    FROM sessions AS s
+    FROM {{ sessions }} AS s
     JOIN {{ target_dates }} AS t ON s.date = CAST(t.date AS DATE)
+),
+window_sessions AS (
+    SELECT date, sess
+    FROM {{ sessions }}
+    WHERE sess BETWEEN (SELECT min(sess) - {{ lookback }} FROM targets) AND (SELECT max(sess) FROM targets)
 ),
 numbered AS (
     SELECT
@@ -40,13 +41,12 @@ numbered AS (
             'adj_close': b.adj_close, 'volume': b.volume, 'source': b.source
         } AS bar
     FROM bars AS b
-    JOIN sessions AS s USING (date)
-    WHERE s.sess >= (SELECT min(sess) - {{ lookback }} FROM targets)
+    JOIN window_sessions AS s USING (date)
 ),
 cells AS (
     SELECT k.ticker, s.date, s.sess, b.bar
     FROM (SELECT DISTINCT ticker FROM numbered) AS k
-    CROSS JOIN (SELECT * FROM sessions WHERE sess >= (SELECT min(sess) - {{ lookback }} FROM targets)) AS s
+    CROSS JOIN window_sessions AS s
     LEFT JOIN numbered AS b USING (ticker, sess)
 ),
 as_of AS (

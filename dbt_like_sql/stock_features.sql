@@ -26,11 +26,8 @@ features AS (
     SELECT
         m.date,
         m.ticker,
-        m.slot,
-        m.state,
-        m.since,
-        t.close,
-        t.stale_sessions,
+        {'slot': m.slot, 'state': m.state, 'since': m.since, 'close': t.close, 'stale_sessions': t.stale_sessions}
+            AS info,
         t.ret_1d, t.ret_5d, t.ret_21d, t.ret_63d, t.volatility_21d, t.rsi_14, t.macd, t.macd_signal,
         t.bollinger_pct_b, t.atr_ratio_14, t.volume_zscore_21, t.price_vs_sma50, t.price_vs_sma200, t.adx_14,
         t.cci_20,
@@ -45,72 +42,71 @@ finite AS (
     SELECT
         date,
         ticker,
-        slot,
-        state,
-        since,
-        close,
-        stale_sessions,
-        CASE
-            WHEN isfinite(COLUMNS(* EXCLUDE (date, ticker, slot, state, since, close, stale_sessions)))
-                THEN COLUMNS(* EXCLUDE (date, ticker, slot, state, since, close, stale_sessions))
-        END
+        info,
+        CASE WHEN isfinite(COLUMNS(* EXCLUDE (date, ticker, info))) THEN COLUMNS(* EXCLUDE (date, ticker, info)) END
     FROM features
 ),
 counted AS (
-    SELECT *, list_value(*COLUMNS(* EXCLUDE (date, ticker, slot, state, since, close, stale_sessions))) AS raw_values
+    SELECT *, list_value(*COLUMNS(* EXCLUDE (date, ticker, info))) AS raw_values
     FROM finite
 ),
--- per day and feature: first quartile (q1), median (q2) and third quartile (q3) across the day's stocks
+-- per day and feature: first quartile (q1), median (q2) and third quartile (q3) across the day's stocks.
+-- The day is keyed "Day" so that the lower-case pattern below picks the 25 feature columns only.
 quartiles AS (
-    SELECT date, quantile_cont(COLUMNS(* EXCLUDE (date, ticker, slot, state, since, close, stale_sessions)), [0.25, 0.5, 0.75])
+    SELECT
+        date AS "Day",
+        quantile_cont(COLUMNS(* EXCLUDE (date, ticker, info)), [0.25, 0.5, 0.75])
     FROM finite
     GROUP BY date
 ),
-q1 AS (SELECT date, COLUMNS(* EXCLUDE (date))[1] FROM quartiles),
-q2 AS (SELECT date, COLUMNS(* EXCLUDE (date))[2] FROM quartiles),
-q3 AS (SELECT date, COLUMNS(* EXCLUDE (date))[3] FROM quartiles)
+day_quartiles AS (
+    SELECT
+        "Day" AS date,
+        COLUMNS('^([a-z].*)$')[1] AS 'q1_\1',
+        COLUMNS('^([a-z].*)$')[2] AS 'q2_\1',
+        COLUMNS('^([a-z].*)$')[3] AS 'q3_\1'
+    FROM quartiles
+)
 SELECT
     v.date,
     v.ticker,
-    v.slot,
-    v.state,
-    CASE WHEN v.stale_sessions = 0 THEN v.close END AS close,
-    v.close AS last_close,
-    coalesce(v.stale_sessions = 0, false) AS valid,
+    v.info.slot,
+    v.info.state,
+    CASE WHEN v.info.stale_sessions = 0 THEN v.info.close END AS close,
+    v.info.close AS last_close,
+    coalesce(v.info.stale_sessions = 0, false) AS valid,
     len(v.raw_values) - list_count(v.raw_values) AS n_missing,
-    robust_z(v.ret_1d, q1.ret_1d, q2.ret_1d, q3.ret_1d) AS ret_1d,
-    robust_z(v.ret_5d, q1.ret_5d, q2.ret_5d, q3.ret_5d) AS ret_5d,
-    robust_z(v.ret_21d, q1.ret_21d, q2.ret_21d, q3.ret_21d) AS ret_21d,
-    robust_z(v.ret_63d, q1.ret_63d, q2.ret_63d, q3.ret_63d) AS ret_63d,
-    robust_z(v.volatility_21d, q1.volatility_21d, q2.volatility_21d, q3.volatility_21d) AS volatility_21d,
-    robust_z(v.rsi_14, q1.rsi_14, q2.rsi_14, q3.rsi_14) AS rsi_14,
-    robust_z(v.macd, q1.macd, q2.macd, q3.macd) AS macd,
-    robust_z(v.macd_signal, q1.macd_signal, q2.macd_signal, q3.macd_signal) AS macd_signal,
-    robust_z(v.bollinger_pct_b, q1.bollinger_pct_b, q2.bollinger_pct_b, q3.bollinger_pct_b) AS bollinger_pct_b,
-    robust_z(v.atr_ratio_14, q1.atr_ratio_14, q2.atr_ratio_14, q3.atr_ratio_14) AS atr_ratio_14,
-    robust_z(v.volume_zscore_21, q1.volume_zscore_21, q2.volume_zscore_21, q3.volume_zscore_21) AS volume_zscore_21,
-    robust_z(v.price_vs_sma50, q1.price_vs_sma50, q2.price_vs_sma50, q3.price_vs_sma50) AS price_vs_sma50,
-    robust_z(v.price_vs_sma200, q1.price_vs_sma200, q2.price_vs_sma200, q3.price_vs_sma200) AS price_vs_sma200,
-    robust_z(v.adx_14, q1.adx_14, q2.adx_14, q3.adx_14) AS adx_14,
-    robust_z(v.cci_20, q1.cci_20, q2.cci_20, q3.cci_20) AS cci_20,
-    robust_z(v.pe_ratio, q1.pe_ratio, q2.pe_ratio, q3.pe_ratio) AS pe_ratio,
-    robust_z(v.pb_ratio, q1.pb_ratio, q2.pb_ratio, q3.pb_ratio) AS pb_ratio,
-    robust_z(v.ps_ratio, q1.ps_ratio, q2.ps_ratio, q3.ps_ratio) AS ps_ratio,
-    robust_z(v.eps_ttm, q1.eps_ttm, q2.eps_ttm, q3.eps_ttm) AS eps_ttm,
-    robust_z(v.eps_growth, q1.eps_growth, q2.eps_growth, q3.eps_growth) AS eps_growth,
-    robust_z(v.roe, q1.roe, q2.roe, q3.roe) AS roe,
-    robust_z(v.debt_to_equity, q1.debt_to_equity, q2.debt_to_equity, q3.debt_to_equity) AS debt_to_equity,
-    robust_z(v.profit_margin, q1.profit_margin, q2.profit_margin, q3.profit_margin) AS profit_margin,
-    robust_z(v.revenue_growth, q1.revenue_growth, q2.revenue_growth, q3.revenue_growth) AS revenue_growth,
-    robust_z(v.log_market_cap, q1.log_market_cap, q2.log_market_cap, q3.log_market_cap) AS log_market_cap,
-    greatest(least(CAST(datediff('day', v.since, v.date) AS DOUBLE) / 365.25 / 5 - 1, 1), -1) AS tenure,
-    CAST(CASE WHEN v.state = 1 THEN 1 ELSE -1 END AS DOUBLE) AS slot_state,
+    robust_z(v.ret_1d, q1_ret_1d, q2_ret_1d, q3_ret_1d) AS ret_1d,
+    robust_z(v.ret_5d, q1_ret_5d, q2_ret_5d, q3_ret_5d) AS ret_5d,
+    robust_z(v.ret_21d, q1_ret_21d, q2_ret_21d, q3_ret_21d) AS ret_21d,
+    robust_z(v.ret_63d, q1_ret_63d, q2_ret_63d, q3_ret_63d) AS ret_63d,
+    robust_z(v.volatility_21d, q1_volatility_21d, q2_volatility_21d, q3_volatility_21d) AS volatility_21d,
+    robust_z(v.rsi_14, q1_rsi_14, q2_rsi_14, q3_rsi_14) AS rsi_14,
+    robust_z(v.macd, q1_macd, q2_macd, q3_macd) AS macd,
+    robust_z(v.macd_signal, q1_macd_signal, q2_macd_signal, q3_macd_signal) AS macd_signal,
+    robust_z(v.bollinger_pct_b, q1_bollinger_pct_b, q2_bollinger_pct_b, q3_bollinger_pct_b) AS bollinger_pct_b,
+    robust_z(v.atr_ratio_14, q1_atr_ratio_14, q2_atr_ratio_14, q3_atr_ratio_14) AS atr_ratio_14,
+    robust_z(v.volume_zscore_21, q1_volume_zscore_21, q2_volume_zscore_21, q3_volume_zscore_21) AS volume_zscore_21,
+    robust_z(v.price_vs_sma50, q1_price_vs_sma50, q2_price_vs_sma50, q3_price_vs_sma50) AS price_vs_sma50,
+    robust_z(v.price_vs_sma200, q1_price_vs_sma200, q2_price_vs_sma200, q3_price_vs_sma200) AS price_vs_sma200,
+    robust_z(v.adx_14, q1_adx_14, q2_adx_14, q3_adx_14) AS adx_14,
+    robust_z(v.cci_20, q1_cci_20, q2_cci_20, q3_cci_20) AS cci_20,
+    robust_z(v.pe_ratio, q1_pe_ratio, q2_pe_ratio, q3_pe_ratio) AS pe_ratio,
+    robust_z(v.pb_ratio, q1_pb_ratio, q2_pb_ratio, q3_pb_ratio) AS pb_ratio,
+    robust_z(v.ps_ratio, q1_ps_ratio, q2_ps_ratio, q3_ps_ratio) AS ps_ratio,
+    robust_z(v.eps_ttm, q1_eps_ttm, q2_eps_ttm, q3_eps_ttm) AS eps_ttm,
+    robust_z(v.eps_growth, q1_eps_growth, q2_eps_growth, q3_eps_growth) AS eps_growth,
+    robust_z(v.roe, q1_roe, q2_roe, q3_roe) AS roe,
+    robust_z(v.debt_to_equity, q1_debt_to_equity, q2_debt_to_equity, q3_debt_to_equity) AS debt_to_equity,
+    robust_z(v.profit_margin, q1_profit_margin, q2_profit_margin, q3_profit_margin) AS profit_margin,
+    robust_z(v.revenue_growth, q1_revenue_growth, q2_revenue_growth, q3_revenue_growth) AS revenue_growth,
+    robust_z(v.log_market_cap, q1_log_market_cap, q2_log_market_cap, q3_log_market_cap) AS log_market_cap,
+    greatest(least(CAST(datediff('day', v.info.since, v.date) AS DOUBLE) / 365.25 / 5 - 1, 1), -1) AS tenure,
+    CAST(CASE WHEN v.info.state = 1 THEN 1 ELSE -1 END AS DOUBLE) AS slot_state,
     CAST(0 AS DOUBLE) AS pad_1,
     CAST(0 AS DOUBLE) AS pad_2,
     CAST(0 AS DOUBLE) AS pad_3,
     CAST(0 AS DOUBLE) AS pad_4,
     CAST(0 AS DOUBLE) AS pad_5
 FROM counted AS v
-JOIN q1 USING (date)
-JOIN q2 USING (date)
-JOIN q3 USING (date)
+JOIN day_quartiles USING (date)

@@ -10,13 +10,9 @@
 -- depends only on its own window, never on where the history starts.
 -- Determinism: window sums go through to_fixed/from_fixed (exact integer sums, see macros/fixed_point.sql);
 -- CCI's mean deviation adds the window's values as an ordered list.
-WITH sessions AS (
-    SELECT date, row_number() OVER (ORDER BY date) AS sess
-    FROM (SELECT DISTINCT date FROM {{ ref('stg_prices') }})
-),
-targets AS (
+WITH targets AS (
     SELECT s.date, s.sess
-    FROM sessions AS s
+    FROM {{ sessions }} AS s
     JOIN {{ target_dates }} AS t ON s.date = CAST(t.date AS DATE)
 ),
 bars AS (
@@ -31,6 +27,7 @@ bars AS (
         CASE WHEN NOT p.continues THEN s.sess END AS run_break,
         (p.high + p.low + p.close) / 3 AS typical,
         ln(1 + p.volume) AS log_volume,
+        -- needing the previous bar: on a run's first row these never enter a complete window
         greatest(p.high - p.low, abs(p.high - p.prev_close), abs(p.low - p.prev_close)) AS true_range,
         greatest(p.close - p.prev_close, 0) AS gain,
         greatest(p.prev_close - p.close, 0) AS loss,
@@ -43,14 +40,15 @@ bars AS (
             ELSE 0
         END AS minus_dm
     FROM {{ ref('stg_prices') }} AS p
-    JOIN sessions AS s USING (date)
+    JOIN {{ sessions }} AS s USING (date)
     WHERE s.sess >= (SELECT min(sess) - {{ lookback }} FROM targets)
         AND p.ticker IN (SELECT ticker FROM {{ ref('stg_prices') }} WHERE date IN (SELECT date FROM targets))
 ),
 windows AS (
     SELECT
         *,
-        -- length of the ticker's current run of consecutive sessions (the grid's start counts as a break)
+        -- length of the ticker's current run of consecutive sessions (counted from the first session read
+        -- when the run began earlier)
         sess - coalesce(max(run_break) OVER running, (SELECT min(sess) - {{ lookback }} FROM targets)) + 1 AS run,
         lag(close, 5) OVER w AS close_5,
         lag(adj_close, 5) OVER w AS adj_5,

@@ -97,3 +97,21 @@ def make_finrl_env(
         turbulence_threshold=turbulence_threshold,
         print_verbosity=10**9,
     )
+
+
+@lru_cache(maxsize=1)
+def finrl_feature_engineer_class() -> type:
+    """FinRL's FeatureEngineer (finrl/meta/preprocessor/preprocessors.py), imported with a stand-in `finrl`
+    package so that finrl/__init__.py (broker SDK imports) never runs."""
+    import sys
+    import types
+
+    spec = importlib.util.find_spec("finrl")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("finrl is not installed (pip install finrl==0.3.7 --no-deps)")
+    if "finrl" not in sys.modules or not hasattr(sys.modules["finrl"], "__path__"):
+        package = types.ModuleType("finrl")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["finrl"] = package
+    module = importlib.import_module("finrl.meta.preprocessor.preprocessors")
+    return module.FeatureEngineer

@@ -18,7 +18,9 @@ class ModelWindows:
     backtest: pd.DatetimeIndex
 
 
-def model_windows(month_start: str | pd.Timestamp, training_sessions: int, backtest_months: int) -> ModelWindows:
+def model_windows(
+    month_start: str | pd.Timestamp, training_sessions: int, backtest_months: int
+) -> ModelWindows:
     month = pd.Timestamp(month_start).to_period("M").to_timestamp()
     backtest_start = month - pd.DateOffset(months=backtest_months)
     backtest = trading_days(backtest_start, month - pd.Timedelta(days=1))
@@ -27,5 +29,7 @@ def model_windows(month_start: str | pd.Timestamp, training_sessions: int, backt
     training_end = previous_trading_day(backtest[0])
     training = trading_day_window(training_end, training_sessions)
     if len(training) < training_sessions:
-        raise ValueError(f"only {len(training)} sessions before {training_end.date()}, {training_sessions} needed")
+        raise ValueError(
+            f"only {len(training)} sessions before {training_end.date()}, {training_sessions} needed"
+        )
     return ModelWindows(training=training, backtest=backtest)

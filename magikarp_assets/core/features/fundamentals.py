@@ -54,4 +54,8 @@ def fundamentals_from_annual_file(df: pd.DataFrame, source: str = ANNUAL_FILE_SO
             f"annual fundamentals file repeats ticker {first['ticker']} period_ending "
             f"{first['period_ending'].date()} ({int(dup.sum())} duplicated rows in all)"
         )
-    return out[FUNDAMENTAL_COLUMNS].sort_values(["ticker", "period_ending"], kind="stable").reset_index(drop=True)
+    return (
+        out[FUNDAMENTAL_COLUMNS]
+        .sort_values(["ticker", "period_ending"], kind="stable")
+        .reset_index(drop=True)
+    )

@@ -1,0 +1,119 @@
+"""Feature engineering: our DuckDB SQL models (all 32 features) vs FinRL 0.3.7's FeatureEngineer (its default
+stockstats indicators) on the same synthetic market; each measurement runs in a fresh process so peak
+memory (max RSS) belongs to that measurement alone.
+
+`python -m benchmarks.bench_features [--quick]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import time
+
+import pandas as pd
+
+TITLE = "Features: SQL models vs FinRL FeatureEngineer (3 years of synthetic sessions)"
+START, END = "2014-02-07", "2017-02-07"  # three years of NYSE sessions
+
+
+def _inputs(n_tickers: int):
+    from magikarp_assets.core.calendar import trading_days
+    from magikarp_assets.core.features.inputs import slot_membership_frame
+    from magikarp_assets.core.synthetic import generate_synthetic_market
+
+    market = generate_synthetic_market(n_tickers, START, END, seed=0)
+    universe = market.universe
+    slot_map = pd.DataFrame(
+        {"ticker": universe["ticker"], "slot": range(len(universe)), "state": 1,
+         "since": universe["listed_from"].astype("datetime64[ns]")}
+    )
+    days = trading_days(START, END)
+    return market, {
+        "raw_ohlcv": market.ohlcv,
+        "raw_fundamentals": market.fundamentals,
+        "slot_membership": slot_membership_frame(slot_map, days),
+    }, days
+
+
+def _ours(n_tickers: int, incremental: bool) -> dict:
+    from magikarp_assets.core.sql_models import run_model
+
+    _, inputs, days = _inputs(n_tickers)
+    target = days[-1:] if incremental else days
+    if incremental:  # what a daily run reads: the lookback window only
+        window = days[-210:]
+        inputs = {**inputs, "raw_ohlcv": inputs["raw_ohlcv"][inputs["raw_ohlcv"]["date"] >= window[0]],
+                  "slot_membership": inputs["slot_membership"][inputs["slot_membership"]["date"] >= window[0]]}
+    started = time.perf_counter()
+    out = run_model("stock_features", inputs, target)
+    return {"seconds": time.perf_counter() - started, "rows": len(out)}
+
+
+def _finrl(n_tickers: int) -> dict:
+    from magikarp_tests.finrl_peer import finrl_feature_engineer_class
+
+    market, _, _ = _inputs(n_tickers)
+    df = market.ohlcv.rename(columns={"ticker": "tic"})[["date", "tic", "open", "high", "low", "close", "volume"]]
+    df["date"] = df["date"].dt.strftime("%Y-%m-%d")
+    engineer = finrl_feature_engineer_class()(use_technical_indicator=True, use_vix=False, use_turbulence=False)
+    started = time.perf_counter()
+    out = engineer.preprocess_data(df)
+    return {"seconds": time.perf_counter() - started, "rows": len(out)}
+
+
+def _child(queue, fn, args):
+    try:
+        out = fn(*args)
+        out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except BaseException as exc:  # reported to the parent, which raises it
+        out = {"error": f"{type(exc).__name__}: {exc}"}
+    queue.put(out)
+
+
+def _measure(fn, *args) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, fn, args))
+    proc.start()
+    out = queue.get()
+    proc.join()
+    if "error" in out:
+        raise RuntimeError(f"benchmark {fn.__name__}{args} failed: {out['error']}")
+    return out
+
+
+def run(quick: bool = False) -> list[dict]:
+    peer_sizes = (30,) if quick else (30, 300)
+    rows = []
+    for n in peer_sizes:
+        ours, peer = _measure(_ours, n, False), _measure(_finrl, n)
+        rows.append({"case": f"full 3-year build, {n} stocks", "ours_s": ours["seconds"], "ours_mb": ours["peak_mb"],
+                     "finrl_s": peer["seconds"], "finrl_mb": peer["peak_mb"],
+                     "ratio": peer["seconds"] / ours["seconds"]})
+    big = 300 if quick else 3000
+    ours = _measure(_ours, big, False)
+    rows.append({"case": f"full 3-year build, {big} stocks", "ours_s": ours["seconds"], "ours_mb": ours["peak_mb"]})
+    day = _measure(_ours, big, True)
+    rows.append({"case": f"one incremental day, {big} stocks", "ours_s": day["seconds"], "ours_mb": day["peak_mb"]})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| case | ours (s) | ours peak RSS (MB) | FinRL (s) | FinRL peak RSS (MB) | FinRL / ours |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        peer = (f"{r['finrl_s']:.1f} | {r['finrl_mb']:.0f} | {r['ratio']:.0f}x" if "finrl_s" in r
+                else "not run (minutes, superlinear) | | ")
+        lines.append(f"| {r['case']} | {r['ours_s']:.2f} | {r['ours_mb']:.0f} | {peer} |")
+    lines.append("\nOurs: all 32 features (15 technical, 10 point-in-time fundamental, 2 temporal, 5 padding), "
+                 "cross-sectionally normalised. FinRL: FeatureEngineer with its default INDICATORS (8 stockstats "
+                 "columns), no VIX/turbulence. Peak RSS includes generating the synthetic market in the same process.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    print(markdown(run(quick=parser.parse_args().quick)))

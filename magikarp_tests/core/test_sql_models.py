@@ -1,0 +1,144 @@
+"""The dbt-like SQL loader: headers, refs, dependency order, cycles, rendering and running on DuckDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from magikarp_assets.core.sql_models import (
+    SqlModelError,
+    discover_models,
+    external_inputs,
+    input_window,
+    load_models,
+    parse_model,
+    required_dates,
+    run_model,
+    topological_order,
+)
+
+
+def _write(folder: Path, name: str, body: str, lookback: int = 0) -> Path:
+    path = folder / f"{name}.sql"
+    path.write_text(f"-- {name}: test model\n-- grain: daily\n-- lookback: {lookback}\n{body}\n")
+    return path
+
+
+def test_parse_model_reads_header_and_refs_once_in_order(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "b",
+        "SELECT * FROM {{ ref('a') }} JOIN {{ref(\"c\")}} USING (date) JOIN {{ ref('a') }} USING (date)",
+        lookback=7,
+    )
+    model = parse_model(path)
+    assert (model.name, model.refs, model.lookback, model.path) == ("b", ("a", "c"), 7, path)
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("-- grain: daily\n", "lookback"),
+        ("-- grain: daily\n-- lookback: seven\n", "not a non-negative integer"),
+        ("-- grain: monthly\n-- lookback: 1\n", "not supported"),
+    ],
+)
+def test_malformed_header_is_refused_naming_the_file(tmp_path: Path, header: str, message: str) -> None:
+    path = tmp_path / "bad.sql"
+    path.write_text(header + "SELECT 1 AS date\n")
+    with pytest.raises(SqlModelError, match=message) as err:
+        parse_model(path)
+    assert "bad.sql" in str(err.value)
+
+
+def test_models_come_upstream_first_and_external_inputs_are_listed(tmp_path: Path) -> None:
+    _write(tmp_path, "a_final", "SELECT * FROM {{ ref('m_middle') }} JOIN {{ ref('z_first') }} USING (date)")
+    _write(tmp_path, "m_middle", "SELECT * FROM {{ ref('z_first') }}")
+    _write(tmp_path, "z_first", "SELECT * FROM {{ ref('raw') }}")
+    models = discover_models(tmp_path)
+    assert list(models) == ["z_first", "m_middle", "a_final"]
+    assert external_inputs(models) == ["raw"]
+
+
+def test_a_cycle_is_refused_naming_the_models_on_it(tmp_path: Path) -> None:
+    _write(tmp_path, "a", "SELECT * FROM {{ ref('b') }}")
+    _write(tmp_path, "b", "SELECT * FROM {{ ref('c') }}")
+    _write(tmp_path, "c", "SELECT * FROM {{ ref('a') }}")
+    _write(tmp_path, "d", "SELECT * FROM {{ ref('raw') }}")
+    with pytest.raises(SqlModelError, match="cycle") as err:
+        discover_models(tmp_path)
+    on_cycle = str(err.value).rsplit(":", 1)[1].split(" -> ")
+    assert {name.strip() for name in on_cycle} == {"a", "b", "c"}
+
+
+def test_render_replaces_refs_target_dates_and_lookback(tmp_path: Path) -> None:
+    model = parse_model(
+        _write(tmp_path, "m", "SELECT {{ lookback }} FROM {{ ref('raw') }}, {{ target_dates }}", 3)
+    )
+    sql = model.render({"raw": "stored raw"})
+    assert 'SELECT 3 FROM "stored raw", "__target_dates__m"' in sql and "{{" not in sql
+
+
+def test_run_model_chains_upstream_models_and_returns_only_the_requested_days(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        "doubled",
+        "SELECT CAST(date AS DATE) AS date, ticker, 2 * x AS x FROM {{ ref('raw') }}\n"
+        "WHERE CAST(date AS DATE) IN (SELECT date FROM {{ target_dates }})",
+    )
+    _write(
+        tmp_path,
+        "summed",
+        "SELECT date, ticker, sum(x) OVER (PARTITION BY ticker ORDER BY date ROWS {{ lookback }} PRECEDING)\n"
+        "AS x FROM {{ ref('doubled') }} QUALIFY date IN (SELECT date FROM {{ target_dates }})",
+        lookback=1,
+    )
+    days = pd.bdate_range("2016-06-13", "2016-06-17")
+    raw = pd.DataFrame({"date": days, "ticker": "T", "x": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    out = run_model("summed", {"raw": raw}, ["2016-06-15", "2016-06-16"], sql_dir=tmp_path)
+    assert out["x"].tolist() == [10.0, 14.0]  # 2*(2+3), 2*(3+4): the upstream ran for the window only
+    assert out["date"].dtype == "datetime64[ns]"
+    stored = run_model("summed", {"doubled": raw.assign(x=raw["x"])}, ["2016-06-15"], sql_dir=tmp_path)
+    assert stored["x"].tolist() == [5.0]  # a stored upstream output given as input is used as is
+
+
+def test_run_model_names_a_missing_input(tmp_path: Path) -> None:
+    _write(tmp_path, "m", "SELECT * FROM {{ ref('raw') }}")
+    with pytest.raises(SqlModelError, match="needs input 'raw'"):
+        run_model("m", {}, ["2016-06-15"], sql_dir=tmp_path)
+    with pytest.raises(SqlModelError, match="unknown SQL model 'nope'"):
+        run_model("nope", {}, ["2016-06-15"], sql_dir=tmp_path)
+
+
+def test_project_models_declare_daily_grain_lookbacks_and_raw_inputs() -> None:
+    models = load_models()
+    assert set(models) == {
+        "slot_membership",
+        "stg_prices",
+        "technical_features",
+        "fundamental_features",
+        "stock_features",
+    }
+    assert topological_order(models).index("stg_prices") < topological_order(models).index(
+        "technical_features"
+    )
+    assert external_inputs(models) == ["raw_fundamentals", "raw_ohlcv", "slot_map"]
+    assert {m.name: m.lookback for m in models.values()} == {
+        "slot_membership": 0,
+        "stg_prices": 6,
+        "technical_features": 199,
+        "fundamental_features": 0,
+        "stock_features": 0,
+    }
+    assert all(m.grain == "daily" and "{{ target_dates }}" in m.sql for m in models.values())
+
+
+def test_required_dates_follow_the_lookback_windows_in_sessions() -> None:
+    need = required_dates("stock_features", ["2016-06-15"], load_models())
+    assert list(need["stock_features"]) == [pd.Timestamp("2016-06-15")]
+    technical = input_window(load_models()["technical_features"], "2016-06-15")
+    assert len(technical) == 200 and technical[-1] == pd.Timestamp("2016-06-15")
+    assert list(need["stg_prices"]) == list(technical)
+    assert len(need["raw_ohlcv"]) == 206 and need["raw_ohlcv"][0] < technical[0]
