@@ -222,8 +222,11 @@ def test_first_session_serves_the_policy_and_follows_the_threshold_rule(env):
         recs = _read(root, signals.DAILY_RECOMMENDATIONS, key)
         delta, action = recs["delta"], recs["action"]
         state = _read(root, SLOT_MAP, key)["state"].to_numpy()[recs["slot"]]
-        assert ((action == BUY) == ((delta > 0.005) & recs["price"].notna() & (state == SLOT_ACTIVE))).all()
-        assert ((action == SELL) == ((-delta > 0.005) & recs["price"].notna())).all()
+        assert (
+            (action == BUY)
+            == ((delta > signals.SIGNAL_THRESHOLD) & recs["price"].notna() & (state == SLOT_ACTIVE))
+        ).all()
+        assert ((action == SELL) == ((-delta > signals.SIGNAL_THRESHOLD) & recs["price"].notna())).all()
         n_buy_total += int((action == BUY).sum())
         if key >= LEAVES_ON.strftime("%Y-%m-%d"):  # the archived name is held, never bought, only shrinks
             leaver = recs.set_index("ticker").loc[LEAVER]
