@@ -26,15 +26,23 @@ def _inputs(n_tickers: int):
     market = generate_synthetic_market(n_tickers, START, END, seed=0)
     universe = market.universe
     slot_map = pd.DataFrame(
-        {"ticker": universe["ticker"], "slot": range(len(universe)), "state": 1,
-         "since": universe["listed_from"].astype("datetime64[ns]")}
+        {
+            "ticker": universe["ticker"],
+            "slot": range(len(universe)),
+            "state": 1,
+            "since": universe["listed_from"].astype("datetime64[ns]"),
+        }
     )
     days = trading_days(START, END)
-    return market, {
-        "raw_ohlcv": market.ohlcv,
-        "raw_fundamentals": market.fundamentals,
-        "slot_membership": slot_membership_frame(slot_map, days),
-    }, days
+    return (
+        market,
+        {
+            "raw_ohlcv": market.ohlcv,
+            "raw_fundamentals": market.fundamentals,
+            "slot_membership": slot_membership_frame(slot_map, days),
+        },
+        days,
+    )
 
 
 def _ours(n_tickers: int, incremental: bool) -> dict:
@@ -44,8 +52,11 @@ def _ours(n_tickers: int, incremental: bool) -> dict:
     target = days[-1:] if incremental else days
     if incremental:  # what a daily run reads: the lookback window only
         window = days[-210:]
-        inputs = {**inputs, "raw_ohlcv": inputs["raw_ohlcv"][inputs["raw_ohlcv"]["date"] >= window[0]],
-                  "slot_membership": inputs["slot_membership"][inputs["slot_membership"]["date"] >= window[0]]}
+        inputs = {
+            **inputs,
+            "raw_ohlcv": inputs["raw_ohlcv"][inputs["raw_ohlcv"]["date"] >= window[0]],
+            "slot_membership": inputs["slot_membership"][inputs["slot_membership"]["date"] >= window[0]],
+        }
     started = time.perf_counter()
     out = run_model("stock_features", inputs, target)
     return {"seconds": time.perf_counter() - started, "rows": len(out)}
@@ -55,9 +66,13 @@ def _finrl(n_tickers: int) -> dict:
     from magikarp_tests.finrl_peer import finrl_feature_engineer_class
 
     market, _, _ = _inputs(n_tickers)
-    df = market.ohlcv.rename(columns={"ticker": "tic"})[["date", "tic", "open", "high", "low", "close", "volume"]]
+    df = market.ohlcv.rename(columns={"ticker": "tic"})[
+        ["date", "tic", "open", "high", "low", "close", "volume"]
+    ]
     df["date"] = df["date"].dt.strftime("%Y-%m-%d")
-    engineer = finrl_feature_engineer_class()(use_technical_indicator=True, use_vix=False, use_turbulence=False)
+    engineer = finrl_feature_engineer_class()(
+        use_technical_indicator=True, use_vix=False, use_turbulence=False
+    )
     started = time.perf_counter()
     out = engineer.preprocess_data(df)
     return {"seconds": time.perf_counter() - started, "rows": len(out)}
@@ -89,27 +104,45 @@ def run(quick: bool = False) -> list[dict]:
     rows = []
     for n in peer_sizes:
         ours, peer = _measure(_ours, n, False), _measure(_finrl, n)
-        rows.append({"case": f"full 3-year build, {n} stocks", "ours_s": ours["seconds"], "ours_mb": ours["peak_mb"],
-                     "finrl_s": peer["seconds"], "finrl_mb": peer["peak_mb"],
-                     "ratio": peer["seconds"] / ours["seconds"]})
+        rows.append(
+            {
+                "case": f"full 3-year build, {n} stocks",
+                "ours_s": ours["seconds"],
+                "ours_mb": ours["peak_mb"],
+                "finrl_s": peer["seconds"],
+                "finrl_mb": peer["peak_mb"],
+                "ratio": peer["seconds"] / ours["seconds"],
+            }
+        )
     big = 300 if quick else 3000
     ours = _measure(_ours, big, False)
-    rows.append({"case": f"full 3-year build, {big} stocks", "ours_s": ours["seconds"], "ours_mb": ours["peak_mb"]})
+    rows.append(
+        {"case": f"full 3-year build, {big} stocks", "ours_s": ours["seconds"], "ours_mb": ours["peak_mb"]}
+    )
     day = _measure(_ours, big, True)
-    rows.append({"case": f"one incremental day, {big} stocks", "ours_s": day["seconds"], "ours_mb": day["peak_mb"]})
+    rows.append(
+        {"case": f"one incremental day, {big} stocks", "ours_s": day["seconds"], "ours_mb": day["peak_mb"]}
+    )
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| case | ours (s) | ours peak RSS (MB) | FinRL (s) | FinRL peak RSS (MB) | FinRL / ours |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| case | ours (s) | ours peak RSS (MB) | FinRL (s) | FinRL peak RSS (MB) | FinRL / ours |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        peer = (f"{r['finrl_s']:.1f} | {r['finrl_mb']:.0f} | {r['ratio']:.0f}x" if "finrl_s" in r
-                else "not run (minutes, superlinear) | | ")
+        peer = (
+            f"{r['finrl_s']:.1f} | {r['finrl_mb']:.0f} | {r['ratio']:.0f}x"
+            if "finrl_s" in r
+            else "not run (minutes, superlinear) | | "
+        )
         lines.append(f"| {r['case']} | {r['ours_s']:.2f} | {r['ours_mb']:.0f} | {peer} |")
-    lines.append("\nOurs: all 32 features (15 technical, 10 point-in-time fundamental, 2 temporal, 5 padding), "
-                 "cross-sectionally normalised. FinRL: FeatureEngineer with its default INDICATORS (8 stockstats "
-                 "columns), no VIX/turbulence. Peak RSS includes generating the synthetic market in the same process.")
+    lines.append(
+        "\nOurs: all 32 features (15 technical, 10 point-in-time fundamental, 2 temporal, 5 padding), "
+        "cross-sectionally normalised. FinRL: FeatureEngineer with its default INDICATORS (8 stockstats "
+        "columns), no VIX/turbulence. Peak RSS includes generating the synthetic market in the same process."
+    )
     return "\n".join(lines)
 
 

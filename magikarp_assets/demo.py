@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     month = serve[0].to_period("M").to_timestamp()
     demo = Demo()
     print(
-        f"TMagikarp demo on the bundled real sample (offline): history {history[0].date()}..{history[-1].date()}, "
+        "TMagikarp demo on the bundled real sample (offline): "
+        f"history {history[0].date()}..{history[-1].date()}, "
         f"recommendations for {serve[0].date()}..{serve[-1].date()}"
     )
     demo.run("reference data (universe, fundamentals)", ["universe_constituents", "raw_fundamentals"])
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         version,
         approver="make demo",
         note="demo cycle",
-        force_reason="demo model trained with a small budget; it has not passed the backtest and shadow gates",
+        force_reason="demo model trained with a small budget; not through the backtest and shadow gates",
     )
     print(f"    {version} force-promoted for the demo (recorded in the production history)")
     signals = demo.run(f"recommendations, paper portfolio, metrics, {len(serve)} sessions", SIGNALS, serve)
@@ -147,15 +148,13 @@ def _print_day(
     book = _metadata(result, "portfolio_state")
     perf = _metadata(result, "performance_metrics")
     report = _metadata(email, "daily_report")
-    print(
-        f"\nPaper portfolio: value {book.get('value', float('nan')):,.0f}, cash {book.get('cash', float('nan')):,.0f}; "
-        f"cumulative return {perf.get('cumulative_return', float('nan')):.2%} "
-        f"vs QQQ {perf.get('qqq_cumulative_return', float('nan')):.2%}"
+    value, cash = book.get("value", float("nan")), book.get("cash", float("nan"))
+    mine, qqq = (
+        perf.get("cumulative_return", float("nan")),
+        perf.get("benchmark_cumulative_return", float("nan")),
     )
-    print(
-        f"Email written to the outbox: {report.get('path', report.get('uri', 'see daily_report metadata'))}"
-    )
-    assert trading_days(day, day).size == 1
+    print(f"\nPaper portfolio: value {value:,.0f}, cash {cash:,.0f}; return {mine:.2%} vs QQQ {qqq:.2%}")
+    print(f"Email ({report.get('transport')}): {report.get('subject')} -> {report.get('target')}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def registry(tmp_path):
 
 
 def test_no_production_model_says_how_to_get_one(registry):
-    with pytest.raises(PromotionError, match="candidate_model.*promote_model"):
+    with pytest.raises(PromotionError, match=r"candidate_model.*promote_model"):
         production_version(registry)
 
 
