@@ -134,7 +134,9 @@ def parse_timeseries(body: Any, ticker: str) -> tuple[pd.DataFrame, str | None]:
     for item in results:
         yahoo_type, entries = _entries(item, ctx)
         column = TYPE_COLUMNS.get(yahoo_type)
-        for entry in entries if column else []:
+        if column is None:
+            continue  # a series we did not ask for
+        for entry in entries:
             if entry is None:  # Yahoo pads quarters it has no value for with null
                 continue
             period, value, currency = _value(entry, yahoo_type, ctx)
