@@ -1,9 +1,20 @@
 """PPO at production width (3,600 slots): TMagikarp's slot-shared policy against SB3's flat MlpPolicy
-[256, 256] on the flattened observation (the source design): training throughput, model file size and
-one-day inference latency."""
+[256, 256] on the flattened observation (the source design): size, collection and update cost, one full
+PPO iteration and one-day inference latency.
+
+Run: ``.venv/bin/python -m benchmarks.bench_policy [--quick] [--threads N]``; with ``--learning`` it runs
+the architecture learning check instead (:func:`learning`, about 10 minutes).
+
+Both policies run in the same process, on the same synthetic market, with the same torch thread count and
+the same PPO settings (batch 64). Each is timed on the same small iteration (rollout then update), which
+gives its cost per environment step collected and per gradient step. The slot-shared policy is also timed
+on one real SB3-default iteration (2,048 steps, 10 epochs: 320 gradient steps); for the flat policy that
+iteration is extrapolated from its small one and labelled so.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import io
 import math
 import statistics
@@ -19,16 +30,30 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from magikarp_assets.core.rl import MarketEpisode, PortfolioEnv
 from magikarp_assets.core.rl.policy import SlotSharedActorCriticPolicy
+from magikarp_assets.core.rl.training import load_policy, predict_weights, train_policy
 from magikarp_assets.core.spec import MAX_ACTIVE, N_ARCHIVE, N_FEATURES, N_SLOTS, SLOT_ACTIVE, SLOT_ARCHIVE
 
+TITLE = "PPO policy at 3,600 slots: slot-shared vs SB3's flat MlpPolicy"
+COMMAND = ".venv/bin/python -m benchmarks.bench_policy"
 N_DAYS = 64
 BATCH_SIZE = 64  # SB3 PPO default
-SB3_N_STEPS, SB3_N_EPOCHS = 2048, 10  # SB3 PPO defaults: the iteration the estimate refers to
+FULL_ITERATION = (2048, 10)  # SB3 PPO defaults n_steps, n_epochs: 320 gradient steps of batch 64
+# By `quick`. The flat policy diverged (NaN means) within 4 epochs on this random market, so 2 epochs.
+SMALL_ITERATION = {False: (256, 2), True: (64, 1)}
+THREADS = 1  # see run()
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt options
+OURS, FLAT = "slot-shared", "flat MlpPolicy [256, 256]"
 POLICIES: dict[str, tuple[Any, dict[str, Any]]] = {
-    "slot-shared": (SlotSharedActorCriticPolicy, {}),
+    OURS: (SlotSharedActorCriticPolicy, {}),
     # SB3 flattens each Dict entry and concatenates them: 3,600 * 35 + 2 = 126,002 inputs.
-    "flat MlpPolicy [256, 256]": ("MultiInputPolicy", {"net_arch": [256, 256]}),
+    FLAT: ("MultiInputPolicy", {"net_arch": [256, 256]}),
 }
+LEARNING_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "35->64, head [32] (default)": {},
+    "35->64->64, head [64]": {"net_arch": [64], "features_extractor_kwargs": {"embed_arch": [64, 64]}},
+    "35->32->32, head [32]": {"net_arch": [32], "features_extractor_kwargs": {"embed_arch": [32, 32]}},
+}
+LEARNING_TIMESTEPS = 30_000
 
 
 def production_market(n_days: int = N_DAYS, seed: int = 0) -> MarketEpisode:
@@ -69,9 +94,9 @@ class _PhaseTimer(BaseCallback):
         return True
 
 
-def _one_iteration(name: str, episode: MarketEpisode, n_steps: int, n_epochs: int) -> dict[str, Any]:
+def _model(name: str, episode: MarketEpisode, n_steps: int, n_epochs: int) -> PPO:
     policy, policy_kwargs = POLICIES[name]
-    model = PPO(
+    return PPO(
         policy,
         PortfolioEnv(episode),
         n_steps=n_steps,
@@ -81,14 +106,48 @@ def _one_iteration(name: str, episode: MarketEpisode, n_steps: int, n_epochs: in
         device="cpu",
         seed=0,
     )
+
+
+def _iteration(model: PPO) -> dict[str, Any]:
+    """Time one PPO iteration (collect ``n_steps`` then ``n_epochs`` passes of minibatch updates)."""
+    n_steps, n_epochs = model.n_steps, model.n_epochs
     timer = _PhaseTimer()
     model.learn(total_timesteps=n_steps, callback=timer)
-    finished = time.perf_counter()
-    rollout_s, update_s = timer.rollout_end - timer.rollout_start, finished - timer.rollout_end
+    update_s = time.perf_counter() - timer.rollout_end
+    rollout_s = timer.rollout_end - timer.rollout_start
     gradient_steps = n_epochs * math.ceil(n_steps / BATCH_SIZE)
-    per_gradient_step = update_s / gradient_steps
+    return {
+        "n_steps": n_steps,
+        "n_epochs": n_epochs,
+        "gradient_steps": gradient_steps,
+        "measured": True,
+        "collect_ms_per_step": 1e3 * rollout_s / n_steps,
+        "update_ms_per_gradient_step": 1e3 * update_s / gradient_steps,
+        "iteration_s": rollout_s + update_s,
+        "steps_per_s": n_steps / (rollout_s + update_s),
+    }
+
+
+def _extrapolated(measured: dict[str, Any], n_steps: int, n_epochs: int) -> dict[str, Any]:
+    """A larger iteration's time from a measured one's per-step and per-gradient-step costs."""
+    gradient_steps = n_epochs * math.ceil(n_steps / BATCH_SIZE)
+    seconds = (
+        n_steps * measured["collect_ms_per_step"] + gradient_steps * measured["update_ms_per_gradient_step"]
+    ) / 1e3
+    return {
+        **measured,
+        "n_steps": n_steps,
+        "n_epochs": n_epochs,
+        "gradient_steps": gradient_steps,
+        "measured": False,
+        "iteration_s": seconds,
+        "steps_per_s": n_steps / seconds,
+    }
+
+
+def _size_and_latency(model: PPO, episode: MarketEpisode) -> dict[str, Any]:
     buffer = io.BytesIO()
-    model.save(buffer)
+    model.save(buffer, exclude=["_last_obs", "_last_original_obs"])  # as train_policy stores it
     obs, _ = PortfolioEnv(episode).reset()
     model.predict(obs, deterministic=True)  # warm-up
     latencies = []
@@ -96,64 +155,205 @@ def _one_iteration(name: str, episode: MarketEpisode, n_steps: int, n_epochs: in
         start = time.perf_counter()
         model.predict(obs, deterministic=True)
         latencies.append(time.perf_counter() - start)
-    sb3_gradient_steps = SB3_N_EPOCHS * math.ceil(SB3_N_STEPS / BATCH_SIZE)
     return {
-        "policy": name,
         "parameters": sum(p.numel() for p in model.policy.parameters()),
         "file_mb": len(buffer.getvalue()) / 1e6,
-        "n_steps": n_steps,
-        "n_epochs": n_epochs,
-        "gradient_steps": gradient_steps,
-        "rollout_ms_per_step": 1e3 * rollout_s / n_steps,
-        "update_s": update_s,
-        "update_ms_per_gradient_step": 1e3 * per_gradient_step,
-        "measured_steps_per_s": n_steps / (rollout_s + update_s),
-        "estimated_sb3_default_iteration_s": SB3_N_STEPS * rollout_s / n_steps
-        + sb3_gradient_steps * per_gradient_step,
         "inference_ms_one_day": 1e3 * statistics.median(latencies),
     }
 
 
-def run(quick: bool = False) -> list[dict]:
-    """Time one PPO iteration (rollout + update) per policy at 3,600 slots on one torch thread.
+def _measured(name: str, episode: MarketEpisode, iteration: tuple[int, int], allocator: str) -> dict:
+    model = _model(name, episode, *iteration)
+    timed = _iteration(model)  # the file is saved after training: it then holds Adam's state too
+    return {"policy": name, "allocator": allocator, **_size_and_latency(model, episode), **timed}
 
-    A full SB3-default iteration (n_steps 2,048, 10 epochs, batch 64: 320 gradient steps) of the flat policy
-    takes many minutes here, so the iteration timed is smaller (quick: 64 steps, 1 epoch; else 256 steps,
-    2 epochs) and ``estimated_sb3_default_iteration_s`` scales the measured per-step and per-gradient-step
-    costs to the SB3 default.
 
-    :param quick: the smallest iteration (about a minute in all).
-    """
-    n_steps, n_epochs = (64, 1) if quick else (256, 2)
-    episode = production_market()
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
+def _keep_freed_memory() -> bool:
+    """Tell glibc malloc to keep freed memory instead of returning it to the kernel (mmap threshold and trim
+    threshold at their maximum), so big tensors reuse pages instead of page-faulting fresh ones every step.
+    Lasts for the rest of the process; False where the C library has no ``mallopt`` (not glibc)."""
     try:
-        return [_one_iteration(name, episode, n_steps, n_epochs) for name in POLICIES]
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return all(
+        mallopt(option, ctypes.c_int(2**31 - 1)) == 1 for option in (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD)
+    )
+
+
+def run(quick: bool = False, threads: int = THREADS) -> list[dict]:
+    """Time both policies on the same small PPO iteration; unless ``quick``, also the slot-shared one on a
+    full SB3-default iteration (extrapolated for the flat one), then both again on the small iteration with
+    glibc malloc keeping freed memory (the flat policy spends about a third of its update in page faults
+    otherwise); one row per (policy, iteration, allocator).
+
+    ``threads`` defaults to 1: on a 2-core machine shared with other processes, 2 threads make each small
+    parallel op wait for a CPU time slice (slot-shared inference went from 1.7 ms to 88 ms); on a quiet
+    machine 2 threads speed both policies up by about 1.6x.
+
+    :param quick: a 64-step, 1-epoch small iteration only (smoke run, under a minute); otherwise a 256-step,
+        2-epoch small iteration, the full one and the allocator rows (about 4 minutes).
+    :param threads: torch threads, the same for both policies.
+    """
+    small = SMALL_ITERATION[quick]
+    episode = production_market()
+    previous = th.get_num_threads()
+    th.set_num_threads(threads)
+    try:
+        rows = [_measured(name, episode, small, "default") for name in POLICIES]
+        if not quick:
+            rows.append(_measured(OURS, episode, FULL_ITERATION, "default"))
+            rows.append(_extrapolated(rows[1], *FULL_ITERATION))
+            if _keep_freed_memory():
+                rows += [_measured(name, episode, small, "keeps freed memory") for name in POLICIES]
     finally:
-        th.set_num_threads(threads)
+        th.set_num_threads(previous)
+    return [{**row, "threads": threads} for row in rows]
+
+
+def _ratio(rows: list[dict], key: str, n_steps: int, allocator: str = "default") -> str:
+    pair = {r["policy"]: r for r in rows if r["n_steps"] == n_steps and r["allocator"] == allocator}
+    return f"{pair[FLAT][key] / pair[OURS][key]:,.1f}x"
 
 
 def markdown(rows: list[dict]) -> str:
-    """Render ``run()`` rows as a markdown table.
+    """Render ``run()`` rows as a markdown table with the speed-ups, the command and the thread count.
 
     :param rows: the rows returned by :func:`run`.
     """
+    small = rows[0]["n_steps"]
     lines = [
-        "| policy | parameters | file (MB) | timed iteration | rollout (ms/step) | update (ms/gradient step) "
-        "| measured env steps/s incl. update | est. SB3-default iteration (s) | inference, one day (ms) |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        f"`{COMMAND}`; {rows[0]['threads']} torch thread(s) for both policies; PPO batch {BATCH_SIZE}; "
+        "3,000 active + 300 archived + 300 padding slots. *Extrapolated* rows are computed from the same "
+        "policy's measured small iteration, not timed. Allocator: glibc malloc as configured by default, or "
+        "set to keep freed memory (see `run`).",
+        "",
+        "| policy | allocator | parameters | file (MB) | inference, one day (ms) | iteration (steps x epochs "
+        "= gradient steps) | collect (ms/env step) | update (ms/gradient step) | iteration (s) "
+        "| env steps/s incl. update |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
+        how = "measured" if r["measured"] else "*extrapolated*"
         lines.append(
-            f"| {r['policy']} | {r['parameters']:,} | {r['file_mb']:,.2f} "
-            f"| {r['n_steps']} steps, {r['n_epochs']} epoch(s), {r['gradient_steps']} gradient steps "
-            f"| {r['rollout_ms_per_step']:,.1f} | {r['update_ms_per_gradient_step']:,.0f} "
-            f"| {r['measured_steps_per_s']:,.2f} | {r['estimated_sb3_default_iteration_s']:,.0f} "
-            f"| {r['inference_ms_one_day']:,.2f} |"
+            f"| {r['policy']} | {r['allocator']} | {r['parameters']:,} | {r['file_mb']:,.2f} "
+            f"| {r['inference_ms_one_day']:,.1f} "
+            f"| {r['n_steps']:,} x {r['n_epochs']} = {r['gradient_steps']}, {how} "
+            f"| {r['collect_ms_per_step']:,.1f} | {r['update_ms_per_gradient_step']:,.0f} "
+            f"| {r['iteration_s']:,.1f} | {r['steps_per_s']:,.1f} |"
+        )
+    lines += [
+        "",
+        f"- Slot-shared vs flat, same {small}-step iteration: "
+        f"{_ratio(rows, 'update_ms_per_gradient_step', small)} faster per gradient step, "
+        f"{_ratio(rows, 'collect_ms_per_step', small)} per env step collected, "
+        f"{_ratio(rows, 'iteration_s', small)} per iteration; "
+        f"{_ratio(rows, 'inference_ms_one_day', small)} faster inference, "
+        f"{_ratio(rows, 'file_mb', small)} smaller file.",
+    ]
+    if any(not r["measured"] for r in rows):
+        lines.append(
+            f"- Full {FULL_ITERATION[0]:,} x {FULL_ITERATION[1]} iteration, slot-shared measured vs flat "
+            f"extrapolated: {_ratio(rows, 'iteration_s', FULL_ITERATION[0])} faster."
+        )
+    if any(r["allocator"] != "default" for r in rows):
+        tuned = "keeps freed memory"
+        lines.append(
+            f"- Both with malloc keeping freed memory, same {small}-step iteration: "
+            f"{_ratio(rows, 'update_ms_per_gradient_step', small, tuned)} faster per gradient step, "
+            f"{_ratio(rows, 'iteration_s', small, tuned)} per iteration."
+        )
+    return "\n".join(lines)
+
+
+def hinted_market(seed: int, n_days: int = 120, n_slots: int = 36) -> MarketEpisode:
+    """A synthetic learning check, not a market: feature 0 is the next day's return in units of its
+    volatility plus noise of the same size (a look-ahead hint on purpose), the other features are noise, so
+    a policy profits only by learning to score each slot from its own row.
+
+    :param seed: random seed.
+    :param n_days: trading days.
+    :param n_slots: slots, all tradable.
+    """
+    rng = np.random.default_rng(seed)
+    log_returns = rng.normal(0.0, 0.02, size=(n_days, n_slots))
+    close = 50.0 * np.exp(np.cumsum(log_returns, axis=0))
+    features = rng.standard_normal((n_days, n_slots, N_FEATURES), dtype=np.float32)
+    tomorrow = np.vstack([log_returns[1:], np.zeros((1, n_slots))])
+    features[:, :, 0] = tomorrow / 0.02 + rng.standard_normal((n_days, n_slots))
+    return MarketEpisode(
+        features=features,
+        close=close,
+        tradable=np.ones((n_days, n_slots), dtype=bool),
+        slot_state=np.ones((n_days, n_slots), dtype=np.int8),
+        dates=pd.bdate_range("2016-01-04", periods=n_days),
+    )
+
+
+def _deterministic_return(model: Any, episode: MarketEpisode) -> float:
+    """Log growth of portfolio value over the episode with the model's deterministic scores."""
+    env = PortfolioEnv(episode)
+    obs, _ = env.reset(seed=0)
+    total, done = 0.0, False
+    while not done:
+        scores, cash_score = predict_weights(model, obs)
+        obs, reward, done, _, _ = env.step(np.append(scores, cash_score))
+        total += float(reward)
+    return total
+
+
+def learning(seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> list[dict]:
+    """Train PPO (training defaults, 1 thread) with each architecture of ``LEARNING_ARCHITECTURES`` on one
+    hinted market and score its deterministic policy on another (held-out) one; one row per run.
+
+    :param seeds: training seeds.
+    """
+    train, held_out = hinted_market(0), hinted_market(1)
+    rows = []
+    for seed in seeds:
+        for name, policy_kwargs in LEARNING_ARCHITECTURES.items():
+            result = train_policy(train, "ppo", LEARNING_TIMESTEPS, seed, {"policy_kwargs": policy_kwargs})
+            model = load_policy(result.model_bytes, "ppo")
+            rows.append(
+                {
+                    "architecture": name,
+                    "seed": seed,
+                    "parameters": result.n_parameters,
+                    "held_out_log_growth": _deterministic_return(model, held_out),
+                    "train_s": result.wall_seconds,
+                }
+            )
+    return rows
+
+
+def learning_markdown(rows: list[dict]) -> str:
+    """Render :func:`learning` rows: held-out log growth per seed and its mean, per architecture.
+
+    :param rows: the rows returned by :func:`learning`.
+    """
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [
+        f"`{COMMAND} --learning`: PPO {LEARNING_TIMESTEPS:,} steps per run on the synthetic hinted market "
+        "(36 slots; feature 0 = next-day return + equal noise), deterministic log growth on a held-out one.",
+        "",
+        "| architecture | parameters | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+        "|---|---:|" + "---:|" * (len(seeds) + 1),
+    ]
+    for name in LEARNING_ARCHITECTURES:
+        runs = [r for r in rows if r["architecture"] == name]
+        growth = [r["held_out_log_growth"] for r in runs]
+        lines.append(
+            f"| {name} | {runs[0]['parameters']:,} | "
+            + " | ".join(f"{g:.3f}" for g in growth)
+            + f" | {statistics.mean(growth):.3f} |"
         )
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print(markdown(run(quick="--quick" in sys.argv[1:])))
+    arguments = sys.argv[1:]
+    if "--learning" in arguments:
+        print(learning_markdown(learning()))
+    else:
+        threads = int(arguments[arguments.index("--threads") + 1]) if "--threads" in arguments else THREADS
+        print(markdown(run(quick="--quick" in arguments, threads=threads)))

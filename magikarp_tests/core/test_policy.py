@@ -15,11 +15,9 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 
 from magikarp_assets.core.rl import COL_TRADABLE, MarketEpisode, PortfolioEnv
-from magikarp_assets.core.rl.policy import (
-    SlotSharedActorCriticPolicy,
-    SlotSharedSACPolicy,
-    check_slot_spaces,
-)
+from magikarp_assets.core.rl import policy as policy_module
+from magikarp_assets.core.rl.policy import MaskedMeanMax, SlotSharedActorCriticPolicy, check_slot_spaces
+from magikarp_assets.core.rl.sac_policy import SlotSharedSACPolicy
 from magikarp_assets.core.spec import N_FEATURES, SLOT_ACTIVE, SLOT_ARCHIVE, SLOT_PADDING
 
 SAMPLE = Path(__file__).resolve().parents[2] / "magikarp_assets/data/sample/sp500_prices_5yr.parquet"
@@ -177,6 +175,37 @@ def test_sac_actor_and_critic_are_permutation_equivariant(observations, order) -
     assert len(q_values) == 2
     for q, q_p in zip(q_values, q_values_p, strict=True):
         assert _close(q_p, q)
+
+
+def test_masked_mean_max_gradient_matches_finite_differences() -> None:
+    rng = np.random.default_rng(5)
+    embedded = th.tensor(rng.uniform(0.1, 2.0, size=(3, 7, 4)), dtype=th.float64, requires_grad=True)
+    mask = th.tensor(rng.uniform(size=(3, 7)) < 0.6, dtype=th.float64)
+    mask[1] = 0.0  # a day with no tradable slot: zeros, and no gradient
+    mask[2, 0] = 1.0
+    mean, top = MaskedMeanMax.apply(embedded, mask)
+    kept = embedded.detach() * mask.unsqueeze(-1)
+    assert th.allclose(mean, kept.sum(1) / mask.sum(1, keepdim=True).clamp(min=1))
+    assert th.equal(top, kept.amax(1)) and (top[1] == 0).all()
+    assert th.autograd.gradcheck(lambda e: MaskedMeanMax.apply(e, mask), (embedded,))
+
+
+def test_chunked_pass_equals_one_pass(observations, monkeypatch) -> None:
+    policy = _ac_policy(N_SLOTS)
+    actions = th.as_tensor(np.random.default_rng(3).uniform(-1, 1, size=(6, N_SLOTS + 1)), dtype=th.float32)
+
+    def outputs_and_gradients() -> list[th.Tensor]:
+        policy.zero_grad()
+        values, log_prob, entropy = policy.evaluate_actions(_tensors(observations), actions)
+        (values.sum() + log_prob.sum()).backward()
+        gradients = [p.grad.clone() for p in policy.parameters() if p.grad is not None]
+        return [values, log_prob, entropy, *gradients]
+
+    whole = outputs_and_gradients()
+    monkeypatch.setattr(policy_module, "CHUNK_ROWS", 2 * N_SLOTS)  # 3 chunks of 2 days
+    chunked = outputs_and_gradients()
+    assert len(chunked) == len(whole) > 3
+    assert all(_close(a, b) for a, b in zip(chunked, whole, strict=True))
 
 
 def test_non_tradable_slots_do_not_reach_the_context(observations) -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch as th
 
 from magikarp_assets.core.rl import COL_SELLABLE, COL_TRADABLE, COL_WEIGHT, PortfolioEnv, target_weights
+from magikarp_assets.core.rl.policy import DEFAULT_EMBED_ARCH, DEFAULT_HEAD_ARCH
 from magikarp_assets.core.rl.training import (
     TrainingResult,
     feature_normalisation,
@@ -113,6 +114,18 @@ def test_save_load_round_trip_gives_identical_predictions(trained, episode) -> N
     assert result.normalisation is not None
     np.testing.assert_allclose(encoder.feature_mean.numpy(), result.normalisation["feature_mean"], rtol=1e-6)
     np.testing.assert_allclose(encoder.feature_std.numpy(), result.normalisation["feature_std"], rtol=1e-6)
+
+
+def test_the_saved_model_records_its_architecture(trained, episode) -> None:
+    stored = load_policy(trained["ppo"][0].model_bytes, "ppo").policy_kwargs
+    assert stored["net_arch"] == list(DEFAULT_HEAD_ARCH)
+    assert stored["features_extractor_kwargs"]["embed_arch"] == list(DEFAULT_EMBED_ARCH)
+    custom = {"policy_kwargs": {"net_arch": [8, 8], "features_extractor_kwargs": {"embed_arch": [16, 12]}}}
+    model = load_policy(train_policy(episode, "a2c", 8, 0, {"n_steps": 8, **custom}).model_bytes, "a2c")
+    shapes = {name: tuple(p.shape) for name, p in model.policy.state_dict().items()}
+    assert shapes["features_extractor.layers.1.weight"] == (12, 16)
+    assert shapes["slot_head.context_in.weight"] == (8, 2 * 12 + 2)
+    assert shapes["slot_head.out.weight"] == (1, 8)
 
 
 def test_feature_normalisation_uses_tradable_cells_only(episode) -> None:

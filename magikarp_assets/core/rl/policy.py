@@ -3,25 +3,32 @@ portfolio context, so the model stays tiny whatever the number of slots and trea
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from itertools import pairwise
 from typing import Any, cast
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.distributions import DiagGaussianDistribution, SquashedDiagGaussianDistribution
-from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel, BasePolicy
+from stable_baselines3.common.distributions import DiagGaussianDistribution
+from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
-from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, SACPolicy
 from torch import nn
+from torch.nn import functional as F
 
 from magikarp_assets.core.rl.env import COL_TRADABLE, N_SLOT_COLUMNS
 from magikarp_assets.core.spec import N_FEATURES
 
-DEFAULT_EMBED_ARCH = (64, 64)
-DEFAULT_HEAD_ARCH = (64,)
+# One 64-wide embedding layer and a 32-wide head: learned as well as 35->64->64 with head [64] (within the
+# seed spread) on a per-slot signal, `python -m benchmarks.bench_policy --learning`, for half the compute.
+DEFAULT_EMBED_ARCH = (64,)
+DEFAULT_HEAD_ARCH = (32,)
 SLOT_KEYS = {"slots", "portfolio"}
+# Slot rows run through the per-slot networks at once: a batch is cut into groups of whole samples so every
+# per-slot activation stays a few MB (cache-sized, reused by the allocator instead of fresh pages).
+CHUNK_ROWS = 32_768
 
 
 def check_slot_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> int:
@@ -58,25 +65,67 @@ def mlp(in_dim: int, arch: list[int] | tuple[int, ...], activation_fn: type[nn.M
     return nn.Sequential(*layers)
 
 
-def masked_pool(embedded: th.Tensor, mask: th.Tensor) -> th.Tensor:
+def in_chunks(fn: Callable[..., tuple[th.Tensor, ...]], *batched: th.Tensor) -> tuple[th.Tensor, ...]:
+    """Apply ``fn`` to equal groups of whole samples and concatenate each of its outputs along the batch.
+
+    Every sample is processed on its own inside ``fn`` (pooling is per sample), so the result equals
+    ``fn(*batched)``; only the size of the intermediate per-slot tensors changes.
+
+    :param fn: maps batch-first tensors [b, S, ...] to a tuple of batch-first tensors.
+    :param batched: inputs sharing the batch size B; the first is [B, S, ...].
+    """
+    n_samples, n_slots = batched[0].shape[:2]
+    n_groups = -(-n_samples * n_slots // CHUNK_ROWS)
+    if n_groups <= 1:
+        return fn(*batched)
+    size = -(-n_samples // n_groups)
+    outputs = [fn(*group) for group in zip(*(tensor.split(size) for tensor in batched), strict=True)]
+    return tuple(th.cat(parts) for parts in zip(*outputs, strict=True))
+
+
+class MaskedMeanMax(th.autograd.Function):
     """Mean and max of non-negative slot embeddings over the masked-in slots (zeros when none is in).
 
-    Embeddings are >= 0 (ReLU), so zeroing masked-out slots leaves the max over masked-in slots unchanged.
-
-    :param embedded: float [B, S, H], >= 0.
-    :param mask: bool [B, S].
-    :return: float [B, 2H].
+    Embeddings are >= 0 (ReLU), so zeroing masked-out slots leaves the max over masked-in ones unchanged.
+    The backward writes a single [B, S, H] gradient: the mean's share broadcast to masked-in slots plus the
+    max's gradient added at each winning slot (none where the max is 0: a masked-out winner, or an
+    embedding whose ReLU passes no gradient anyway).
     """
-    weight = mask.unsqueeze(-1).to(embedded.dtype)
-    kept = embedded * weight
-    return th.cat([kept.sum(dim=1) / weight.sum(dim=1).clamp(min=1.0), kept.amax(dim=1)], dim=1)
+
+    @staticmethod
+    def forward(ctx: Any, embedded: th.Tensor, mask: th.Tensor) -> tuple[th.Tensor, th.Tensor]:  # type: ignore[override]
+        """:param embedded: float [B, S, H], >= 0.
+        :param mask: float [B, S], 1 for masked-in slots, else 0.
+        :return: mean [B, H] and max [B, H]."""
+        count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
+        kept = embedded * mask.unsqueeze(-1)
+        top, winner = kept.max(dim=1)
+        ctx.save_for_backward(mask / count, winner, top > 0)
+        return kept.sum(dim=1) / count, top
+
+    @staticmethod
+    def backward(ctx: Any, grad_mean: th.Tensor, grad_top: th.Tensor) -> tuple[th.Tensor, None]:  # type: ignore[override]
+        share, winner, positive = ctx.saved_tensors
+        grad = share.unsqueeze(-1) * grad_mean.unsqueeze(1)
+        grad.scatter_add_(1, winner.unsqueeze(1), (grad_top * positive).unsqueeze(1))
+        return grad, None
 
 
-def _preprocess(obs: PyTorchObs, observation_space: spaces.Space) -> dict[str, th.Tensor]:
-    return cast(dict[str, th.Tensor], preprocess_obs(obs, observation_space))
+def slot_inputs(obs: PyTorchObs, observation_space: spaces.Space) -> tuple[th.Tensor, th.Tensor]:
+    """SB3-preprocessed "slots" [B, S, 35] and "portfolio" [B, 2] tensors.
+
+    :param obs: observation tensors.
+    :param observation_space: the slot Dict space.
+    """
+    tensors = cast(dict[str, th.Tensor], preprocess_obs(obs, observation_space))
+    return tensors["slots"], tensors["portfolio"]
 
 
-def _encoder(model: BaseModel) -> SlotSetEncoder:
+def encoder_of(model: BaseModel) -> SlotSetEncoder:
+    """The model's :class:`SlotSetEncoder` features extractor.
+
+    :param model: an SB3 policy or actor built with it.
+    """
     if not isinstance(model.features_extractor, SlotSetEncoder):
         raise TypeError(f"{type(model).__name__} needs a SlotSetEncoder, got {model.features_extractor!r}")
     return model.features_extractor
@@ -111,8 +160,8 @@ class SlotSetEncoder(BaseFeaturesExtractor):
         embed_dim = int(embed_arch[-1])
         super().__init__(observation_space, features_dim=2 * embed_dim + 2)
         self.embed_dim, self.extra_slot_inputs = embed_dim, extra_slot_inputs
-        self.embed_in = nn.Linear(N_SLOT_COLUMNS + extra_slot_inputs, embed_arch[0])
-        self.embed_rest = nn.Sequential(nn.ReLU(), mlp(embed_arch[0], embed_arch[1:], nn.ReLU))
+        widths = [N_SLOT_COLUMNS + extra_slot_inputs, *embed_arch]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
         mean = np.zeros(N_FEATURES) if feature_mean is None else np.asarray(feature_mean, dtype=np.float64)
         std = np.ones(N_FEATURES) if feature_std is None else np.asarray(feature_std, dtype=np.float64)
         if mean.shape != (N_FEATURES,) or std.shape != (N_FEATURES,) or not (std > 0).all():
@@ -121,29 +170,48 @@ class SlotSetEncoder(BaseFeaturesExtractor):
         self.register_buffer("feature_std", th.as_tensor(std, dtype=th.float32))
 
     def encode(
-        self, obs: dict[str, th.Tensor], extra: th.Tensor | None = None
+        self, slots: th.Tensor, portfolio: th.Tensor, extra: th.Tensor | None = None
     ) -> tuple[th.Tensor, th.Tensor]:
-        """Per-slot embeddings and the pooled context.
+        """Per-slot embeddings and the pooled context (run it through :func:`in_chunks` for big batches).
 
-        :param obs: preprocessed observation, "slots" [B, S, 35] and "portfolio" [B, 2].
+        :param slots: [B, S, 35] slot rows.
+        :param portfolio: [B, 2] portfolio vector.
         :param extra: optional [B, S, extra_slot_inputs] appended to each slot row.
-        :return: embeddings [B, S, H] (>= 0) and context [B, 2H + 2].
+        :return: embeddings [B * S, H] (>= 0, sample-major) and context [B, 2H + 2].
         """
-        slots = obs["slots"]
+        n_samples, n_slots = slots.shape[:2]
         rows = slots if extra is None else th.cat([slots, extra], dim=-1)
-        untouched = th.zeros(N_SLOT_COLUMNS - N_FEATURES + self.extra_slot_inputs, device=slots.device)
-        weight = self.embed_in.weight / th.cat([self.feature_std, untouched + 1.0])
-        bias = self.embed_in.bias - weight @ th.cat([self.feature_mean, untouched])
-        embedded = self.embed_rest(nn.functional.linear(rows, weight, bias))
-        context = th.cat([masked_pool(embedded, slots[..., COL_TRADABLE] > 0.5), obs["portfolio"]], dim=1)
-        return embedded, context
+        first = cast(nn.Linear, self.layers[0])
+        untouched = first.weight.new_zeros(N_SLOT_COLUMNS - N_FEATURES + self.extra_slot_inputs)
+        weight = first.weight / th.cat([self.feature_std, untouched + 1.0])
+        bias = first.bias - weight @ th.cat([self.feature_mean, untouched])
+        embedded = F.linear(rows.reshape(n_samples * n_slots, -1), weight, bias).relu_()
+        for layer in self.layers[1:]:
+            embedded = cast(nn.Linear, layer)(embedded).relu_()
+        mask = (slots[..., COL_TRADABLE] > 0.5).to(embedded.dtype)
+        mean, top = cast(
+            tuple[th.Tensor, th.Tensor], MaskedMeanMax.apply(embedded.view(n_samples, n_slots, -1), mask)
+        )
+        return embedded, th.cat([mean, top, portfolio], dim=1)
+
+    def context(self, slots: th.Tensor, portfolio: th.Tensor, extra: th.Tensor | None = None) -> th.Tensor:
+        """Pooled context [B, 2H + 2] only, computed in chunks.
+
+        :param slots: [B, S, 35] slot rows.
+        :param portfolio: [B, 2] portfolio vector.
+        :param extra: optional [B, S, extra_slot_inputs] appended to each slot row.
+        """
+        inputs = (slots, portfolio) if extra is None else (slots, portfolio, extra)
+        return in_chunks(lambda *group: self.encode(*group)[1:], *inputs)[0]
 
     def forward(self, observations: dict[str, th.Tensor]) -> th.Tensor:  # type: ignore[override]
-        return self.encode(observations)[1]
+        return self.context(observations["slots"], observations["portfolio"])
 
 
 class SlotScoreHead(nn.Module):
-    """One MLP shared by all slots, fed [slot embedding, context]; the context term is computed once.
+    """One MLP shared by all slots, fed [slot embedding, context]. Its first layer is split: the context
+    term W_c·c is computed once per sample and broadcast-added to each slot's W_e·e_i, which equals
+    W·[e_i, c] without building the [B, S, H + C] concatenation.
 
     :param embed_dim: slot embedding width.
     :param context_dim: context width.
@@ -169,8 +237,12 @@ class SlotScoreHead(nn.Module):
         self.out = nn.Linear(arch[-1], n_out)
 
     def forward(self, embedded: th.Tensor, context: th.Tensor) -> th.Tensor:
-        """:return: [B, S, n_out]."""
-        return self.out(self.hidden(self.slot_in(embedded) + self.context_in(context).unsqueeze(1)))
+        """:param embedded: [B * S, H] from :meth:`SlotSetEncoder.encode`.
+        :param context: [B, C].
+        :return: [B, S, n_out]."""
+        n_samples = context.shape[0]
+        slot_term = self.slot_in(embedded).view(n_samples, -1, self.slot_in.out_features)
+        return self.out(self.hidden(slot_term + self.context_in(context).unsqueeze(1)))
 
 
 def context_head(
@@ -220,7 +292,7 @@ class SlotSharedActorCriticPolicy(ActorCriticPolicy):
         )
 
     def _build(self, lr_schedule: Schedule) -> None:
-        encoder, arch = _encoder(self), cast(list[int], self.net_arch)
+        encoder, arch = encoder_of(self), cast(list[int], self.net_arch)
         self.slot_head = SlotScoreHead(encoder.embed_dim, encoder.features_dim, arch, self.activation_fn, 1)
         self.cash_head = context_head(encoder.features_dim, arch, self.activation_fn, 1)
         self.value_head = context_head(encoder.features_dim, arch, self.activation_fn, 1)
@@ -235,32 +307,39 @@ class SlotSharedActorCriticPolicy(ActorCriticPolicy):
                 self.init_weights(layer, gain=gain)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
-    def _encode(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
-        return _encoder(self).encode(_preprocess(obs, self.observation_space))
+    def _slot_means_and_context(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        encoder = encoder_of(self)
 
-    def _mean_actions(self, embedded: th.Tensor, context: th.Tensor) -> th.Tensor:
-        return th.cat([self.slot_head(embedded, context).squeeze(-1), self.cash_head(context)], dim=1)
+        def chunk(slots: th.Tensor, portfolio: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+            embedded, context = encoder.encode(slots, portfolio)
+            return self.slot_head(embedded, context).squeeze(-1), context
+
+        slot_means, context = in_chunks(chunk, *slot_inputs(obs, self.observation_space))
+        return slot_means, context
+
+    def _mean_actions(self, slot_means: th.Tensor, context: th.Tensor) -> th.Tensor:
+        return th.cat([slot_means, self.cash_head(context)], dim=1)
+
+    def _distribution(self, slot_means: th.Tensor, context: th.Tensor) -> DiagGaussianDistribution:
+        distribution = cast(DiagGaussianDistribution, self.action_dist)
+        return distribution.proba_distribution(self._mean_actions(slot_means, context), self.log_std)
 
     def action_means(self, obs: PyTorchObs) -> th.Tensor:
         """Mean action [B, S + 1] (slot scores then cash score) before clipping to the action bounds.
 
         :param obs: observation tensors.
         """
-        return self._mean_actions(*self._encode(obs))
-
-    def _distribution(self, embedded: th.Tensor, context: th.Tensor) -> DiagGaussianDistribution:
-        distribution = cast(DiagGaussianDistribution, self.action_dist)
-        return distribution.proba_distribution(self._mean_actions(embedded, context), self.log_std)
+        return self._mean_actions(*self._slot_means_and_context(obs))
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        embedded, context = self._encode(obs)
-        distribution = self._distribution(embedded, context)
+        slot_means, context = self._slot_means_and_context(obs)
+        distribution = self._distribution(slot_means, context)
         actions = distribution.get_actions(deterministic=deterministic)
         return actions, self.value_head(context), distribution.log_prob(actions)
 
     def evaluate_actions(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        embedded, context = self._encode(obs)
-        distribution = self._distribution(embedded, context)
+        slot_means, context = self._slot_means_and_context(obs)
+        distribution = self._distribution(slot_means, context)
         return (
             self.value_head(context),
             distribution.log_prob(actions),
@@ -268,177 +347,7 @@ class SlotSharedActorCriticPolicy(ActorCriticPolicy):
         )
 
     def get_distribution(self, obs: PyTorchObs) -> DiagGaussianDistribution:
-        return self._distribution(*self._encode(obs))
+        return self._distribution(*self._slot_means_and_context(obs))
 
     def predict_values(self, obs: PyTorchObs) -> th.Tensor:
-        return self.value_head(self._encode(obs)[1])
-
-
-class SlotSharedSACActor(BasePolicy):
-    """SAC actor: a shared per-slot head gives each slot's mean and log-std, the context gives cash's;
-    squashed Gaussian as in SB3. Arguments are those SB3's ``SACPolicy`` passes to its actor."""
-
-    action_space: spaces.Box
-
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Box,
-        net_arch: list[int],
-        features_extractor: SlotSetEncoder,
-        features_dim: int,
-        activation_fn: type[nn.Module] = nn.ReLU,
-        use_sde: bool = False,
-        log_std_init: float = -3,
-        use_expln: bool = False,
-        clip_mean: float = 2.0,
-        normalize_images: bool = True,
-    ) -> None:
-        if use_sde:
-            raise ValueError("SlotSharedSACActor breaks the rule: gSDE is not supported")
-        super().__init__(
-            observation_space,
-            action_space,
-            features_extractor=features_extractor,
-            normalize_images=normalize_images,
-            squash_output=True,
-        )
-        self.net_arch = list(net_arch)
-        self.features_dim = features_dim
-        self.activation_fn = activation_fn
-        self.log_std_init, self.use_expln, self.clip_mean = log_std_init, use_expln, clip_mean
-        self.slot_head = SlotScoreHead(
-            features_extractor.embed_dim, features_dim, self.net_arch, activation_fn, 2
-        )
-        self.cash_head = context_head(features_dim, self.net_arch, activation_fn, 2)
-        self.action_dist = SquashedDiagGaussianDistribution(
-            check_slot_spaces(observation_space, action_space) + 1
-        )
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(
-            net_arch=self.net_arch,
-            features_dim=self.features_dim,
-            activation_fn=self.activation_fn,
-            log_std_init=self.log_std_init,
-            use_expln=self.use_expln,
-            clip_mean=self.clip_mean,
-            features_extractor=self.features_extractor,
-        )
-        return data
-
-    def get_action_dist_params(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, dict[str, th.Tensor]]:
-        """Pre-squash mean [B, S + 1], clamped log-std [B, S + 1] and no extra arguments.
-
-        :param obs: observation tensors.
-        """
-        embedded, context = _encoder(self).encode(_preprocess(obs, self.observation_space))
-        params = th.cat([self.slot_head(embedded, context), self.cash_head(context).unsqueeze(1)], dim=1)
-        return params[..., 0], th.clamp(params[..., 1], LOG_STD_MIN, LOG_STD_MAX), {}
-
-    def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
-        mean_actions, log_std, _ = self.get_action_dist_params(obs)
-        return self.action_dist.actions_from_params(mean_actions, log_std, deterministic=deterministic)
-
-    def action_log_prob(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
-        """Sampled squashed action and its log-probability (used by SAC's losses).
-
-        :param obs: observation tensors.
-        """
-        mean_actions, log_std, _ = self.get_action_dist_params(obs)
-        return self.action_dist.log_prob_from_params(mean_actions, log_std)
-
-    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
-        return self(observation, deterministic)
-
-
-class SlotSharedCritic(BaseModel):
-    """SAC twin Q: each Q embeds every slot row plus that slot's action, pools over tradable slots, appends
-    the cash action and maps the context to Q(s, a). Arguments are those SB3's ``SACPolicy`` gives critics,
-    plus ``encoder_kwargs`` for the per-slot encoders."""
-
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Box,
-        net_arch: list[int],
-        activation_fn: type[nn.Module] = nn.ReLU,
-        normalize_images: bool = True,
-        n_critics: int = 2,
-        share_features_extractor: bool = False,
-        encoder_kwargs: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(observation_space, action_space, normalize_images=normalize_images)
-        self.n_slots = check_slot_spaces(observation_space, action_space)
-        self.share_features_extractor = share_features_extractor
-        encoders = [
-            SlotSetEncoder(
-                cast(spaces.Dict, observation_space), extra_slot_inputs=1, **(encoder_kwargs or {})
-            )
-            for _ in range(n_critics)
-        ]
-        self.encoders = nn.ModuleList(encoders)
-        self.q_networks = nn.ModuleList(
-            context_head(encoder.features_dim + 1, list(net_arch), activation_fn, 1) for encoder in encoders
-        )
-
-    def forward(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, ...]:
-        return tuple(self._q(index, obs, actions) for index in range(len(self.q_networks)))
-
-    def q1_forward(self, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
-        """Q-value of the first critic only.
-
-        :param obs: observation tensors.
-        :param actions: [B, S + 1] squashed actions.
-        """
-        return self._q(0, obs, actions)
-
-    def _q(self, index: int, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
-        encoder = cast(SlotSetEncoder, self.encoders[index])
-        _, context = encoder.encode(
-            _preprocess(obs, self.observation_space), actions[:, : self.n_slots, None]
-        )
-        return self.q_networks[index](th.cat([context, actions[:, self.n_slots :]], dim=1))
-
-
-class SlotSharedSACPolicy(SACPolicy):
-    """SAC policy with :class:`SlotSharedSACActor` and :class:`SlotSharedCritic`.
-
-    ``net_arch`` (list of ints, or dict pi/qf) sets head hidden sizes; ``features_extractor_kwargs``
-    configure every :class:`SlotSetEncoder`. The actor and critics never share encoders. Other arguments
-    are SB3's ``SACPolicy`` ones.
-    """
-
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Box,
-        lr_schedule: Schedule,
-        net_arch: list[int] | dict[str, list[int]] | None = None,
-        features_extractor_class: type[BaseFeaturesExtractor] = SlotSetEncoder,
-        share_features_extractor: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        check_slot_spaces(observation_space, action_space)
-        if share_features_extractor:
-            raise ValueError("SlotSharedSACPolicy breaks the rule share_features_extractor=False")
-        super().__init__(
-            observation_space,
-            action_space,
-            lr_schedule,
-            net_arch=list(DEFAULT_HEAD_ARCH) if net_arch is None else net_arch,
-            features_extractor_class=features_extractor_class,
-            **kwargs,
-        )
-
-    def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> SlotSharedSACActor:  # type: ignore[override]
-        actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
-        return SlotSharedSACActor(**actor_kwargs).to(self.device)
-
-    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> SlotSharedCritic:  # type: ignore[override]
-        critic_kwargs: dict[str, Any] = {
-            **self.critic_kwargs,
-            "encoder_kwargs": self.features_extractor_kwargs,
-        }
-        return SlotSharedCritic(**critic_kwargs).to(self.device)
+        return self.value_head(encoder_of(self).context(*slot_inputs(obs, self.observation_space)))

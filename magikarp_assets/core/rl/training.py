@@ -18,7 +18,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import set_random_seed
 
 from magikarp_assets.core.rl.env import MarketEpisode, PortfolioEnv
-from magikarp_assets.core.rl.policy import SlotSharedActorCriticPolicy, SlotSharedSACPolicy
+from magikarp_assets.core.rl.policy import (
+    DEFAULT_EMBED_ARCH,
+    DEFAULT_HEAD_ARCH,
+    SlotSharedActorCriticPolicy,
+)
+from magikarp_assets.core.rl.sac_policy import SlotSharedSACPolicy
 
 Algorithm = Literal["ppo", "a2c", "sac"]
 
@@ -153,7 +158,8 @@ def train_policy(
     """Train a slot-shared policy in weights mode on one episode, on the CPU, deterministically from ``seed``.
 
     ``hyper_parameters`` holds SB3 constructor arguments (over :data:`DEFAULT_HYPER_PARAMETERS`; its
-    "policy_kwargs" reach the policy) plus "env_kwargs" (for :class:`PortfolioEnv`, mode is always
+    "policy_kwargs" reach the policy, with "net_arch" and the encoder's "embed_arch" filled in from the
+    policy defaults and stored in the model) plus "env_kwargs" (for :class:`PortfolioEnv`, mode is always
     "weights"), "normalize_features" (default True) and "n_threads" (torch threads, default 1).
 
     :param episode: training data; it must end before any day the model will be used on.
@@ -173,8 +179,10 @@ def train_policy(
         raise ValueError("env_kwargs['mode'] breaks the rule: training uses mode='weights'")
     normalisation = feature_normalisation(episode) if settings.pop("normalize_features", True) else None
     n_threads = settings.pop("n_threads", 1)
-    policy_kwargs = dict(settings.pop("policy_kwargs", {}))
+    # The architecture is written into the saved model, so it loads whatever the defaults become later.
+    policy_kwargs = {"net_arch": list(DEFAULT_HEAD_ARCH), **settings.pop("policy_kwargs", {})}
     policy_kwargs["features_extractor_kwargs"] = {
+        "embed_arch": list(DEFAULT_EMBED_ARCH),
         **policy_kwargs.get("features_extractor_kwargs", {}),
         **(normalisation or {}),
     }
