@@ -9,7 +9,9 @@ Both policies run in the same process, on the same synthetic market, with the sa
 the same PPO settings (batch 64). Each is timed on the same small iteration (rollout then update), which
 gives its cost per environment step collected and per gradient step. The slot-shared policy is also timed
 on one real SB3-default iteration (2,048 steps, 10 epochs: 320 gradient steps); for the flat policy that
-iteration is extrapolated from its small one and labelled so.
+iteration is extrapolated from its small one and labelled so. Last, both are timed again with glibc malloc
+told to keep freed memory, which removes the flat policy's page-fault cost (an allocator setting, not part
+of either design, reported so the speed-up is not credited to the default allocator).
 """
 
 from __future__ import annotations
@@ -187,9 +189,10 @@ def run(quick: bool = False, threads: int = THREADS) -> list[dict]:
     glibc malloc keeping freed memory (the flat policy spends about a third of its update in page faults
     otherwise); one row per (policy, iteration, allocator).
 
-    ``threads`` defaults to 1: on a 2-core machine shared with other processes, 2 threads make each small
-    parallel op wait for a CPU time slice (slot-shared inference went from 1.7 ms to 88 ms); on a quiet
-    machine 2 threads speed both policies up by about 1.6x.
+    ``threads`` defaults to 1, as :func:`~magikarp_assets.core.rl.training.train_policy` trains: on a 2-core
+    machine shared with other processes, 2 threads make each small parallel op wait for a CPU time slice
+    (slot-shared inference went from 1.7 ms to 88 ms). On a quiet 2-core machine, 2 threads cut the
+    gradient step by 1.6x (slot-shared) and 1.75x (flat).
 
     :param quick: a 64-step, 1-epoch small iteration only (smoke run, under a minute); otherwise a 256-step,
         2-epoch small iteration, the full one and the allocator rows (about 4 minutes).
