@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test lint format dev bench clean
+.PHONY: install system-deps demo test lint format dev bench clean
 
 install: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
@@ -26,11 +26,20 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
+# Debian packages the tests drive for real: Chromium (browser test of the UI and reports) and PostgreSQL 15
+# (the production instance storage). Installed once, when missing; needs root (CI runs as root).
+SYSTEM_PACKAGES := chromium postgresql-15
+system-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then \
+		echo "installing Debian packages: $(SYSTEM_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	fi
+
 demo: install
 	$(PY) -m magikarp_assets.demo
 
 # pytest exits 5 when it collects nothing: an empty suite is a failure here, said plainly.
-test: install
+test: install system-deps
 	@$(PY) -m pytest -n 2 -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is empty"; exit 1; fi; exit $$rc
 
