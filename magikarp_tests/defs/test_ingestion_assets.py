@@ -120,3 +120,25 @@ def test_weekend_and_holiday_partitions_do_not_exist():
     keys = set(trading_day_partitions.get_partition_keys())
     assert "2016-06-15" in keys
     assert "2016-06-18" not in keys and "2016-07-04" not in keys
+
+
+def test_a_name_that_left_the_universe_is_still_priced_while_in_the_slot_map(env):
+    from magikarp_assets.defs.universe import assets as universe_assets
+
+    resources, instance, store = env
+    dg.materialize(
+        [ingestion.universe_constituents, universe_assets.slot_map],
+        resources=resources,
+        instance=instance,
+        partition_key="2016-06-14",
+        selection=[universe_assets.SLOT_MAP],
+    )
+    path = store / "universe_constituents.parquet"
+    universe = pd.read_parquet(path)
+    universe[universe["ticker"] != "AAPL"].to_parquet(path)  # AAPL leaves the index before 2016-06-15
+
+    result = _run(env, partition="2016-06-15")
+    bars = pd.read_parquet(store / "raw_ohlcv" / "2016-06-15.parquet")
+    assert "AAPL" in set(bars["ticker"]), "a name the portfolio may hold must stay priced"
+    coverage = _checks(result)[ingestion.CHECK_COVERAGE]
+    assert coverage.passed and "AAPL" not in coverage.metadata["missing_on_worst_day"].value

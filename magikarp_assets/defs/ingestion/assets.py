@@ -8,8 +8,10 @@ from magikarp_assets.core.ingestion import build_day_tables, expected_pairs
 from magikarp_assets.core.market_data.base import describe_tickers
 from magikarp_assets.core.market_data.fallback import fetch_with_fallback
 from magikarp_assets.core.quality import BENCHMARK_SCHEMA, split_quarantine
-from magikarp_assets.core.spec import BENCHMARK_TICKERS
+from magikarp_assets.core.slots import SlotMap
+from magikarp_assets.core.spec import BENCHMARK_TICKERS, SLOT_ACTIVE, SLOT_ARCHIVE
 from magikarp_assets.defs.partitions import trading_day_partitions
+from magikarp_assets.resources.io_manager import MissingPartitionError
 from magikarp_assets.resources.market_data import MarketDataResource
 from magikarp_assets.settings import Thresholds
 
@@ -18,6 +20,7 @@ RAW_OHLCV = dg.AssetKey("raw_ohlcv")
 OHLCV_QUARANTINE = dg.AssetKey("ohlcv_quarantine")
 BENCHMARK_PRICES = dg.AssetKey("benchmark_prices")
 RAW_FUNDAMENTALS = dg.AssetKey("raw_fundamentals")
+SLOT_MAP = dg.AssetKey("slot_map")  # defined with its asset in defs/universe, which imports this module
 
 CHECK_COVERAGE = "coverage_above_threshold"
 CHECK_FRESHNESS = "data_is_fresh"
@@ -61,6 +64,22 @@ def universe_constituents(context: dg.AssetExecutionContext, market_data: Market
     return universe
 
 
+def _slot_map_leavers(
+    context: dg.AssetExecutionContext, first_day: pd.Timestamp, universe: set[str]
+) -> list[str]:
+    """Names in the previous session's stored slot map (active or archived) that are not in the universe:
+    the paper portfolio may still hold them and must be able to value and sell them, so they are priced too
+    (best effort: coverage is judged on the universe alone). None before the slot history starts."""
+    prev_key = previous_trading_day(first_day).strftime("%Y-%m-%d")
+    try:
+        previous = SlotMap.from_frame(
+            context.resources.io_manager.load_partition(SLOT_MAP, prev_key).drop(columns="date")
+        )
+    except MissingPartitionError:
+        return []
+    return sorted((set(previous.tickers(SLOT_ACTIVE)) | set(previous.tickers(SLOT_ARCHIVE))) - universe)
+
+
 @dg.multi_asset(
     outs={
         "raw_ohlcv": dg.AssetOut(
@@ -100,20 +119,32 @@ def universe_constituents(context: dg.AssetExecutionContext, market_data: Market
         ),
     ],
     ins={"universe": dg.AssetIn(UNIVERSE)},
+    # Read, not loaded: names of yesterday's slot map that left the universe are still priced (below).
+    deps=[
+        dg.AssetDep(SLOT_MAP, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1))
+    ],
     partitions_def=trading_day_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     retry_policy=FETCH_RETRY,
+    required_resource_keys={"io_manager", "market_data"},
     can_subset=False,
 )
-def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource, universe: pd.DataFrame):
+def raw_ohlcv(context: dg.AssetExecutionContext, universe: pd.DataFrame):
     """Fetch, screen and store the day's bars (primary source first, backups for the gaps)."""
+    market_data: MarketDataResource = context.resources.market_data
     thresholds = Thresholds.from_env()
     days = partition_days(context)
     expected = expected_pairs(universe, days)
+    leavers = _slot_map_leavers(context, days[0], set(universe["ticker"]))
+    if leavers:
+        context.log.info(
+            f"also pricing {len(leavers)} slot-map name(s) outside the universe: "
+            f"{describe_tickers(leavers, 10)}"
+        )
     # Fetch one earlier session too: its closes only serve to flag suspect overnight gaps.
     start = previous_trading_day(days.min())
     fetched, report = market_data.fetch_ohlcv(
-        universe["ticker"].tolist(), start.date(), days.max().date(), screen=split_quarantine
+        universe["ticker"].tolist() + leavers, start.date(), days.max().date(), screen=split_quarantine
     )
     clean, quarantine, coverage = build_day_tables(fetched, report, expected, days)
     worst = min(coverage, key=lambda c: c.ratio)
