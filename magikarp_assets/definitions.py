@@ -8,6 +8,9 @@ from magikarp_assets.defs.features import sql_assets, tensor_asset
 from magikarp_assets.defs.ingestion import assets as ingestion_assets
 from magikarp_assets.defs.ingestion import schedules as ingestion_schedules
 from magikarp_assets.defs.models import assets as model_assets
+from magikarp_assets.defs.models import backtest as model_backtest
+from magikarp_assets.defs.models import production as model_production
+from magikarp_assets.defs.models import shadow as model_shadow
 from magikarp_assets.defs.resources import resources_for
 from magikarp_assets.defs.signals import assets as signal_assets
 from magikarp_assets.defs.signals import reporting, sensors
@@ -22,6 +25,9 @@ ASSET_MODULES = [
     model_assets,
     signal_assets,
     reporting,
+    model_backtest,
+    model_shadow,
+    model_production,
 ]
 
 
@@ -34,9 +40,14 @@ def build_definitions(deployment_name: str | None = None) -> dg.Definitions:
             ingestion_schedules.daily_ingestion_job,
             ingestion_schedules.reference_data_job,
             reporting.daily_signals_job,
+            *model_production.JOBS,
         ],
-        schedules=[ingestion_schedules.daily_ingestion_schedule, ingestion_schedules.reference_data_schedule],
-        sensors=[sensors.run_failure_alert, sensors.blocking_check_alert],
+        schedules=[
+            ingestion_schedules.daily_ingestion_schedule,
+            ingestion_schedules.reference_data_schedule,
+            model_production.monthly_model_schedule,
+        ],
+        sensors=[model_production.shadow_report_sensor, sensors.run_failure_alert, sensors.blocking_check_alert],
         resources=resources_for(deployment_name or deployment()),
     )
 

@@ -1,37 +1,39 @@
 """Daily paper trading: the production policy's recommendations for a session and the paper portfolio
 rolled forward to them, computed together so each day starts from the stored book of the previous one."""
 
-import time
-from dataclasses import dataclass
-
 import dagster as dg
-import numpy as np
 import pandas as pd
 from pydantic import Field
-from stable_baselines3.common.base_class import BaseAlgorithm
 
 from magikarp_assets.core.calendar import previous_trading_day
-from magikarp_assets.core.portfolio import PortfolioState, apply_targets, initial_portfolio, slot_weights
-from magikarp_assets.core.portfolio import weights_by_ticker as to_ticker_weights
-from magikarp_assets.core.promotion import production_version
+from magikarp_assets.core.portfolio import initial_portfolio
+from magikarp_assets.core.promotion import production_version, read_pointer
 from magikarp_assets.core.registry import ModelRegistry
-from magikarp_assets.core.rl.inference import build_observation, infer_target_weights
-from magikarp_assets.core.rl.training import load_policy
-from magikarp_assets.core.signals import BUY, HOLD, SELL, recommend
+from magikarp_assets.core.serving import fallback_versions, load_with_fallback
+from magikarp_assets.core.signals import BUY, HOLD, SELL
+from magikarp_assets.core.trading import (
+    BOOK_COLUMNS,
+    Book,
+    Policy,
+    TradingCosts,
+    policy_from_artifact,
+    session_tickers,
+    trade_day,
+)
 from magikarp_assets.defs.features.tensor_asset import FEATURE_TENSOR
 from magikarp_assets.defs.ingestion.assets import partition_days
 from magikarp_assets.defs.partitions import trading_day_partitions
 from magikarp_assets.defs.universe.assets import SLOT_MAP
 from magikarp_assets.resources.io_manager import MissingPartitionError
 from magikarp_assets.resources.model_registry import ModelRegistryResource
+from magikarp_assets.resources.notifier import NotifierResource
+
+__all__ = ["BOOK_COLUMNS", "Book", "paper_trading"]
 
 DAILY_RECOMMENDATIONS = dg.AssetKey("daily_recommendations")
 PORTFOLIO_STATE = dg.AssetKey("portfolio_state")
 OWNER = "team:ml-platform"
 PREVIOUS_SESSION = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
-# Day-level columns stored beside PortfolioState.to_frame(): the price each holding was valued at (today's
-# close, else its last known close: tomorrow's fallback), the portfolio's first session and the day's trading.
-BOOK_COLUMNS = ["price", "inception", "value_before", "traded_value", "costs", "turnover", "peak_value"]
 TOP_ROWS = 10
 
 # Declarative automation, on both outputs: run a session as soon as its feature tensor and slot map are in
@@ -71,60 +73,6 @@ class PaperTradingConfig(dg.Config):
     )
 
 
-@dataclass(frozen=True)
-class Policy:
-    """A loaded production model and how it was trained to read its scores."""
-
-    version: str
-    model: BaseAlgorithm
-    temperature: float
-
-
-@dataclass(frozen=True)
-class Book:
-    """The paper portfolio after a session, with what the next session needs beyond PortfolioState."""
-
-    state: PortfolioState
-    last_price: dict[str, float]
-    inception: pd.Timestamp
-    peak_value: float
-
-    def to_frame(self, value_before: float, traded_value: float, costs: float) -> pd.DataFrame:
-        """PortfolioState.to_frame() plus BOOK_COLUMNS, with the session's trading figures.
-
-        :param value_before: the book's value at the session's prices before trading.
-        :param traded_value: gross value bought plus sold.
-        :param costs: costs paid on those trades.
-        """
-        frame = self.state.to_frame()
-        frame["price"] = frame["ticker"].map(self.last_price).astype(np.float64)
-        frame["inception"] = pd.Series([self.inception] * len(frame), dtype="datetime64[ns]")
-        frame["value_before"] = value_before
-        frame["traded_value"] = traded_value
-        frame["costs"] = costs
-        frame["turnover"] = traded_value / value_before if value_before > 0 else 0.0
-        frame["peak_value"] = self.peak_value
-        return frame
-
-    @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> "Book":
-        """Rebuild a book stored by :meth:`to_frame`.
-
-        :param frame: one stored portfolio_state partition.
-        """
-        missing = [c for c in BOOK_COLUMNS if c not in frame.columns]
-        if missing:
-            raise ValueError(f"stored portfolio_state lacks column(s) {missing}")
-        state = PortfolioState.from_frame(frame)
-        held = frame[frame["ticker"].isin(list(state.shares))]
-        return cls(
-            state=state,
-            last_price=dict(zip(held["ticker"], held["price"].astype(float), strict=True)),
-            inception=pd.Timestamp(frame["inception"].iloc[0]),
-            peak_value=float(frame["peak_value"].iloc[0]),
-        )
-
-
 def _previous_book(context: dg.AssetExecutionContext, day: pd.Timestamp, capital: float) -> Book:
     """Yesterday's stored book; an all-cash one on the portfolio's first session. Anything else is refused:
     the portfolio is rolled forward in order and a session is never applied twice."""
@@ -157,115 +105,45 @@ def _previous_book(context: dg.AssetExecutionContext, day: pd.Timestamp, capital
 
 
 def _policy(
-    registry: ModelRegistry, version: str, spec_hash: str, cache: dict[tuple[str, str], Policy]
+    context: dg.AssetExecutionContext,
+    registry: ModelRegistry,
+    version: str,
+    from_production: bool,
+    spec_hash: str,
+    cache: dict[tuple[str, str], Policy],
 ) -> Policy:
-    """Load a version once per run; the registry checks its feature spec and SHA-256 before unpickling."""
+    """Load a version once per run; the registry checks its feature spec and SHA-256 before unpickling.
+
+    When the production version is refused (corrupt or missing file, other feature spec), the previous
+    approved version from the production history serves instead and a critical alert says so; a pinned or
+    recorded version is never replaced (the run fails with the registry's reason)."""
     if (version, spec_hash) not in cache:
-        manifest = registry.manifest(version)
-        artifact = registry.load(version, expected_feature_spec_hash=spec_hash)
-        env_kwargs = dict(manifest.hyper_parameters.get("env_kwargs", {}))
-        temperature = float(env_kwargs.get("temperature", 1.0))
-        cache[version, spec_hash] = Policy(version, load_policy(artifact, manifest.algorithm), temperature)
+        candidates = [version, *fallback_versions(read_pointer(registry))] if from_production else [version]
+        served, policy, refused = load_with_fallback(registry, candidates, spec_hash, policy_from_artifact)
+        if refused:
+            notifier: NotifierResource = context.resources.notifier
+            details = {f"refused {r.version}": r.reason for r in refused}
+            details["serving instead"] = served
+            context.log.error(f"production model {version} refused; serving {served}: {details}")
+            notifier.send_alert("critical", f"Production model {version} refused, serving {served}", details)
+        cache[version, spec_hash] = policy
     return cache[version, spec_hash]
 
 
 def _served_version(
     context: dg.AssetExecutionContext, registry: ModelRegistry, day_key: str, pinned: str
-) -> str:
-    """The pinned version, else the one recorded for the session (a re-run reproduces it), else production."""
+) -> tuple[str, bool]:
+    """The pinned version, else the one recorded for the session (a re-run reproduces it), else production;
+    with whether it is the production version (the only one a refused artifact may be replaced for)."""
     if pinned:
-        return pinned
+        return pinned, False
     try:
         recorded = context.resources.io_manager.load_partition(DAILY_RECOMMENDATIONS, day_key)
     except MissingPartitionError:
         recorded = None
     if recorded is not None and len(recorded):
-        return str(recorded["model_version"].iloc[0])
-    return production_version(registry)
-
-
-def _day_inputs(
-    tensor: dict[str, np.ndarray], slot_map: pd.DataFrame, day: pd.Timestamp
-) -> tuple[np.ndarray, str]:
-    """Tickers aligned on the tensor's slots, after checking both describe the same slot map."""
-    rows = slot_map.sort_values("slot", kind="stable")
-    label = f"session {day.date()}"
-    for key in ("features", "tradable", "close", "slot_state", "slot_map_version", "feature_spec_hash"):
-        if key not in tensor:
-            raise KeyError(f"feature_tensor of {label} lacks array {key!r}")
-    n_slots = tensor["close"].shape[0]
-    if len(rows) != n_slots or not np.array_equal(rows["slot"].to_numpy(), np.arange(n_slots)):
-        raise ValueError(f"slot_map of {label} has {len(rows)} rows; the tensor has {n_slots} slots")
-    versions = set(rows["version"].astype(str))
-    tensor_version = str(tensor["slot_map_version"].item())
-    if versions != {tensor_version}:
-        raise ValueError(
-            f"feature_tensor of {label} was packed on slot map {tensor_version} but slot_map holds "
-            f"{sorted(versions)}: re-materialise feature_tensor for that session"
-        )
-    if not np.array_equal(rows["state"].to_numpy(np.int8), tensor["slot_state"]):
-        raise ValueError(f"feature_tensor and slot_map of {label} disagree on slot states")
-    return rows["ticker"].to_numpy(object), tensor_version
-
-
-def trade_day(
-    book: Book,
-    tensor: dict[str, np.ndarray],
-    tickers: np.ndarray,
-    slot_map_version: str,
-    policy: Policy,
-    config: PaperTradingConfig,
-    day: pd.Timestamp,
-) -> tuple[pd.DataFrame, Book, pd.DataFrame, float]:
-    """One session: mark yesterday's book to today's closes, ask the policy for target weights, call
-    BUY / SELL / HOLD and trade the book to the targets at the close (the environment's own maths).
-
-    :param book: the portfolio after the previous session.
-    :param tensor: the session's feature_tensor arrays.
-    :param tickers: object [S] ticker of each slot ("" for padding), from the session's slot map.
-    :param slot_map_version: version of that slot map.
-    :param policy: the model serving the session.
-    :param config: costs and the call threshold.
-    :param day: the session.
-    :return: the recommendations, the new book, its stored frame and the inference time in ms.
-    """
-    close, tradable = tensor["close"], tensor["tradable"].astype(bool)
-    priced = np.isfinite(close) & (close > 0)
-    today = {t: float(p) for t, p in zip(tickers[priced], close[priced], strict=True)}
-    held_tickers = list(book.state.shares)
-    prices = {**{t: book.last_price.get(t, np.nan) for t in held_tickers}, **today}
-    current = slot_weights(book.state, tickers, prices, day)
-    held = np.isin(tickers, held_tickers)
-    locked, sell_only = held & ~priced, held & priced & ~tradable
-
-    started = time.perf_counter()
-    obs = build_observation(tensor["features"], tradable, held & priced, current[:-1], current[-1])
-    target = infer_target_weights(
-        policy.model,
-        obs,
-        tradable,
-        np.where(sell_only, current[:-1], 0.0),
-        np.where(locked, current[:-1], 0.0) if locked.any() else None,
-        policy.temperature,
-    )
-    inference_ms = (time.perf_counter() - started) * 1000.0
-    recs = recommend(
-        target, current, tradable, tensor["slot_state"], tickers, close, policy.version, slot_map_version,
-        day, config.threshold,
-    )  # fmt: skip
-    state, _, summary = apply_targets(
-        book.state, to_ticker_weights(target, tickers), prices, config.buy_cost_pct, config.sell_cost_pct,
-        day, policy.version, slot_map_version, locked=tickers[locked].tolist(),
-        sell_only=tickers[sell_only].tolist(),
-    )  # fmt: skip
-    new_book = Book(
-        state,
-        {t: prices[t] for t in state.shares},
-        book.inception,
-        max(book.peak_value, state.value),
-    )
-    frame = new_book.to_frame(summary.value_before, summary.traded_value, summary.costs)
-    return recs, new_book, frame, inference_ms
+        return str(recorded["model_version"].iloc[0]), False
+    return production_version(registry), True
 
 
 def _recommendation_metadata(recs: pd.DataFrame, inference_ms: float, days: int) -> dict:
@@ -329,7 +207,7 @@ def _portfolio_metadata(book: Book, previous_value: float, frame: pd.DataFrame) 
     deps=[dg.AssetDep(PORTFOLIO_STATE, partition_mapping=PREVIOUS_SESSION)],
     partitions_def=trading_day_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    required_resource_keys={"io_manager", "model_registry"},
+    required_resource_keys={"io_manager", "model_registry", "notifier"},
     can_subset=True,
 )
 def paper_trading(
@@ -349,12 +227,15 @@ def paper_trading(
     recs_out, books_out = {}, {}
     for day, key in zip(days, keys, strict=True):
         tensor = tensors[key]
-        tickers, version = _day_inputs(tensor, slot_map[slot_map["date"] == day], day)
-        served = _served_version(context, registry, key, config.model_version)
-        policy = _policy(registry, served, str(tensor["feature_spec_hash"].item()), policies)
+        tickers, version = session_tickers(tensor, slot_map[slot_map["date"] == day], day)
+        served, from_production = _served_version(context, registry, key, config.model_version)
+        spec_hash = str(tensor["feature_spec_hash"].item())
+        policy = _policy(context, registry, served, from_production, spec_hash, policies)
         previous_value = book.state.value
-        recs, book, frame, inference_ms = trade_day(book, tensor, tickers, version, policy, config, day)
-        recs_out[key], books_out[key] = recs, frame
+        costs = TradingCosts(config.buy_cost_pct, config.sell_cost_pct)
+        recs, result = trade_day(book, tensor, tickers, version, policy, costs, config.threshold, day)
+        book, inference_ms = result.book, result.inference_ms
+        recs_out[key], books_out[key] = recs, result.frame
         context.log.info(
             f"{key}: model {policy.version}, value {book.state.value:,.2f}, "
             f"{int((recs['action'] != HOLD).sum())} trade call(s)"
