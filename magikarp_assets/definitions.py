@@ -15,7 +15,7 @@ from magikarp_assets.defs.resources import resources_for
 from magikarp_assets.defs.signals import assets as signal_assets
 from magikarp_assets.defs.signals import reporting, sensors
 from magikarp_assets.defs.universe import assets as universe_assets
-from magikarp_assets.settings import deployment
+from magikarp_assets.settings import deployment, environment
 
 ASSET_MODULES = [
     ingestion_assets,
@@ -47,7 +47,13 @@ def build_definitions(deployment_name: str | None = None) -> dg.Definitions:
             ingestion_schedules.reference_data_schedule,
             model_production.monthly_model_schedule,
         ],
-        sensors=[model_production.shadow_report_sensor, sensors.run_failure_alert, sensors.blocking_check_alert],
+        # Alert sensors (and real email) only where ENVIRONMENTS says so: staging and prod.
+        sensors=[model_production.shadow_report_sensor]
+        + (
+            [sensors.run_failure_alert, sensors.blocking_check_alert]
+            if environment(deployment_name or deployment()).alert_sensors
+            else []
+        ),
         resources=resources_for(deployment_name or deployment()),
     )
 
