@@ -11,6 +11,7 @@ from magikarp_assets.defs.models import assets as model_assets
 from magikarp_assets.defs.models import backtest as model_backtest
 from magikarp_assets.defs.models import production as model_production
 from magikarp_assets.defs.models import shadow as model_shadow
+from magikarp_assets.defs.reporting import assets as reporting_assets
 from magikarp_assets.defs.resources import resources_for
 from magikarp_assets.defs.signals import assets as signal_assets
 from magikarp_assets.defs.signals import reporting, sensors
@@ -28,6 +29,7 @@ ASSET_MODULES = [
     model_backtest,
     model_shadow,
     model_production,
+    reporting_assets,
 ]
 
 
@@ -48,7 +50,7 @@ def build_definitions(deployment_name: str | None = None) -> dg.Definitions:
             model_production.monthly_model_schedule,
         ],
         # Alert sensors (and real email) only where ENVIRONMENTS says so: staging and prod.
-        sensors=[model_production.shadow_report_sensor]
+        sensors=[model_production.shadow_report_sensor, reporting_assets.monthly_report_after_month_end]
         + (
             [sensors.run_failure_alert, sensors.blocking_check_alert]
             if environment(deployment_name or deployment()).alert_sensors

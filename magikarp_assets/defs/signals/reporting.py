@@ -17,9 +17,12 @@ from magikarp_assets.core.metrics import (
     recommendation_outcomes,
 )
 from magikarp_assets.core.notify import equity_curve_png, weights_bar_png
+from magikarp_assets.core.reports.daily import build_daily_report, daily_kpis
+from magikarp_assets.core.reports.health import health_metrics
 from magikarp_assets.core.spec import PRIMARY_BENCHMARK
 from magikarp_assets.defs.ingestion.assets import BENCHMARK_PRICES, partition_days
 from magikarp_assets.defs.partitions import trading_day_partitions
+from magikarp_assets.defs.reporting.publish import gather_health, known_sectors, top_markdown, write_report
 from magikarp_assets.defs.signals.assets import (
     DAILY_RECOMMENDATIONS,
     OWNER,
@@ -238,10 +241,40 @@ def _email_summary(book: pd.DataFrame, metrics: pd.Series, horizons: list[int]) 
     return summary
 
 
+def _previous_recommendations(context: dg.AssetExecutionContext, day: pd.Timestamp) -> pd.DataFrame | None:
+    try:
+        return context.resources.io_manager.load_partition(
+            DAILY_RECOMMENDATIONS, previous_trading_day(day).strftime("%Y-%m-%d")
+        )
+    except MissingPartitionError:
+        return None  # the portfolio's first session: nothing to compare with
+
+
+def _html_report(
+    context: dg.AssetExecutionContext, recs: pd.DataFrame, performance: pd.DataFrame, as_of: dt.date
+) -> dict:
+    """Write the day's HTML report (with system health) through the blob store; its metadata."""
+    io_manager = context.resources.io_manager
+    health = gather_health(context, io_manager, context.resources.model_registry.registry(), as_of)
+    previous = _previous_recommendations(context, pd.Timestamp(as_of))
+    html = build_daily_report(as_of, recs, previous, performance, known_sectors(io_manager), health)
+    metadata = write_report(io_manager, f"daily/{as_of.isoformat()}.html", html)
+    summary = pd.DataFrame(daily_kpis(recs, performance), columns=["figure", "value"])
+    calls = recs[recs["action"].isin(["BUY", "SELL"])].sort_values("rank")
+    return {
+        **metadata,
+        **health_metrics(health),
+        "portfolio_summary": dg.MetadataValue.md(summary.to_markdown(index=False)),
+        "top_recommendations": top_markdown(
+            calls, ["rank", "ticker", "action", "current_weight", "target_weight", "confidence"]
+        ),
+    }
+
+
 @dg.asset(
     key=DAILY_REPORT,
     group_name="reporting",
-    kinds={"email"},
+    kinds={"email", "html"},
     owners=[OWNER],
     partitions_def=trading_day_partitions,
     ins={
@@ -249,20 +282,24 @@ def _email_summary(book: pd.DataFrame, metrics: pd.Series, horizons: list[int]) 
         "portfolio_state": dg.AssetIn(PORTFOLIO_STATE),
         "performance_metrics": dg.AssetIn(PERFORMANCE_METRICS),
     },
+    required_resource_keys={"io_manager", "model_registry", "notifier"},
     automation_condition=dg.AutomationCondition.eager(),
 )
 def daily_report(
     context: dg.AssetExecutionContext,
-    notifier: NotifierResource,
     daily_recommendations: pd.DataFrame,
     portfolio_state: pd.DataFrame,
     performance_metrics: pd.DataFrame,
 ) -> dg.MaterializeResult:
-    """The daily email to the team: the session's top BUY and SELL calls, the paper portfolio's value and
-    performance against QQQ, with the equity curve and the biggest weight changes as charts. Mail that cannot
-    be delivered fails the run and stays pending: the next delivery (any email or a re-run) sends it first."""
+    """The daily report to the team: an offline HTML page (the session's BUY/SELL calls, the portfolio
+    against QQQ, weights by sector, changes since the previous session, system health) stored beside the
+    data and linked here, and the email with the top calls, the headline numbers and two charts. Mail that
+    cannot be delivered fails the run and stays pending: the next delivery (any email or a re-run) sends it
+    first."""
+    notifier: NotifierResource = context.resources.notifier
     as_of = dt.date.fromisoformat(context.partition_key)
     metrics = performance_metrics.iloc[-1]
+    report = _html_report(context, daily_recommendations, performance_metrics, as_of)
     horizons = sorted(
         int(c.split("_")[-1][:-1]) for c in performance_metrics if c.startswith("success_rate_")
     )
@@ -279,13 +316,14 @@ def daily_report(
             daily_recommendations["current_weight"].tolist(),
             daily_recommendations["target_weight"].tolist(),
         )
-    receipt = notifier.send_recommendations(
-        daily_recommendations, _email_summary(portfolio_state, metrics, horizons), charts, as_of
-    )
+    summary = _email_summary(portfolio_state, metrics, horizons)
+    summary["full_report"] = report["report_url"].value
+    receipt = notifier.send_recommendations(daily_recommendations, summary, charts, as_of)
     if receipt is None:
-        return dg.MaterializeResult(metadata={"sent": False, "reason": "info level disabled"})
+        return dg.MaterializeResult(metadata={**report, "sent": False, "reason": "info level disabled"})
     return dg.MaterializeResult(
         metadata={
+            **report,
             "sent": True,
             "subject": receipt.subject,
             "transport": receipt.transport,
