@@ -17,7 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ["benchmarks.bench_features", "benchmarks.bench_env", "benchmarks.bench_policy"]
+SECTIONS = [
+    "benchmarks.bench_features",
+    "benchmarks.bench_env",
+    "benchmarks.bench_policy",
+    "benchmarks.bench_scale",
+]
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 

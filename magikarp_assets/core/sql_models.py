@@ -245,7 +245,8 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
     """The model's rows sorted by (date, ticker) so outputs compare byte for byte; dates as datetime64[ns]."""
     keys = [c for c in ("date", "ticker") if c in con.sql(sql).columns]
     ordered = f"SELECT * FROM ({sql}) ORDER BY {', '.join(keys)}" if keys else sql
-    out = con.sql(ordered).to_arrow_table().to_pandas(date_as_object=False)
+    # One block per column: no copy into a consolidated 2-D block (the values are the same).
+    out = con.sql(ordered).to_arrow_table().to_pandas(date_as_object=False, split_blocks=True)
     for col in out.columns:
         if pd.api.types.is_datetime64_any_dtype(out[col]):
             out[col] = out[col].astype("datetime64[ns]")

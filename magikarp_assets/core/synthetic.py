@@ -13,6 +13,7 @@ import pandas as pd
 from magikarp_assets.core.calendar import trading_days
 from magikarp_assets.core.market_data.base import FUNDAMENTAL_COLUMNS, conform_ohlcv, empty_ohlcv
 from magikarp_assets.core.market_data.sample import simulated_fetch_time
+from magikarp_assets.core.spec import BENCHMARK_TICKERS
 
 SYNTHETIC_SOURCE = "synthetic"
 TICKER_PREFIX = "SYN"
@@ -46,6 +47,9 @@ REPORT_LAG_DAYS = 45  # public_date = period_ending + 45 days
 # Random numbers are drawn in blocks of sessions counted from `start`, each block from its own seed, so a
 # session's data depends only on the blocks up to it: extending `end` never changes earlier rows.
 BLOCK = 63
+# Benchmark indices (spec.BENCHMARK_TICKERS): first level, loading on the market factor (QQQ the higher).
+BENCHMARK_INDICES = {"QQQ": (100.0, 1.15), "SPY": (200.0, 1.0)}
+BENCHMARK_VOLUME = 5e7
 _PARAMS, _EVENTS, _PARAMS_LISTED, _RETURNS, _REPORTS = range(5)
 
 
@@ -114,8 +118,9 @@ def _round_price(x: np.ndarray) -> np.ndarray:
 def _simulate_prices(
     params: pd.DataFrame, listed: np.ndarray, counts: list[int], n_sessions: int, seed: int
 ) -> dict[str, np.ndarray]:
-    """(sessions x tickers) open/high/low/close/volume; NaN before a ticker's listing block, and cells
-    outside [listing, delisting) are not bars (the caller masks them)."""
+    """(sessions x tickers) open/high/low/close/volume, and "market": the market factor's log return per
+    session; NaN before a ticker's listing block, and cells outside [listing, delisting) are not bars (the
+    caller masks them)."""
     n = len(params)
     sector = params["sector"].to_numpy()
     beta, loading = params["beta"].to_numpy(), params["loading"].to_numpy()
@@ -123,6 +128,7 @@ def _simulate_prices(
     total_vol = np.sqrt((beta * MARKET_VOL) ** 2 + (loading * SECTOR_VOL[sector]) ** 2 + idio**2)
     base_volume = params["shares"].to_numpy() * params["turnover"].to_numpy()
     out = {k: np.full((n_sessions, n), np.nan) for k in ("open", "high", "low", "close", "volume")}
+    out["market"] = np.zeros(n_sessions)
     log_close = np.log(params["price0"].to_numpy())
     for b, m in enumerate(counts):
         rng = _rng(seed, _RETURNS, b)
@@ -133,6 +139,7 @@ def _simulate_prices(
         rows = slice(b * BLOCK, min((b + 1) * BLOCK, n_sessions))
         span = rows.stop - rows.start
         session = np.arange(rows.start, rows.stop)[:, None]
+        out["market"][rows] = market[:span, 0]
         r = (
             drift[:m]
             + beta[:m] * market[:span]
@@ -213,6 +220,30 @@ def _quarterly_reports(
     return _conform_reports(pd.concat(frames, ignore_index=True))
 
 
+def _benchmark_bars(sessions: pd.DatetimeIndex, market: np.ndarray) -> pd.DataFrame:
+    """Daily bars of the benchmark indices: each compounds its loading times the market factor's log return
+    from its first level (open = high = low = close, no dividends), so a session depends on earlier ones only.
+    """
+    frames = []
+    for ticker in BENCHMARK_TICKERS:
+        level, loading = BENCHMARK_INDICES[ticker]
+        close = _round_price(level * np.exp(np.cumsum(loading * market)))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "date": sessions,
+                    "ticker": ticker,
+                    **{col: close for col in ("open", "high", "low", "close", "adj_close")},
+                    "volume": BENCHMARK_VOLUME,
+                    "source": SYNTHETIC_SOURCE,
+                }
+            )
+        )
+    out = pd.concat(frames, ignore_index=True).sort_values(["date", "ticker"], kind="stable")
+    out["fetched_at"] = simulated_fetch_time(out["date"])
+    return conform_ohlcv(out.reset_index(drop=True))
+
+
 def _conform_reports(df: pd.DataFrame) -> pd.DataFrame:
     out = df[FUNDAMENTAL_COLUMNS].copy()
     for col in ("period_ending", "public_date"):
@@ -230,13 +261,15 @@ class SyntheticMarket:
 
     `ohlcv` has OHLCV_COLUMNS with source "synthetic"; `fundamentals` has FUNDAMENTAL_COLUMNS;
     `universe` lists every ticker that traded in the window with listed_from (first bar) and
-    delisted_on (first session without a bar, NaT if still listed).
+    delisted_on (first session without a bar, NaT if still listed); `benchmarks` has the OHLCV_COLUMNS
+    bars of the benchmark indices QQQ and SPY (driven by the market factor) on every session.
     """
 
     ohlcv: pd.DataFrame
     fundamentals: pd.DataFrame
     universe: pd.DataFrame
     seed: int
+    benchmarks: pd.DataFrame
 
     def source(self) -> SyntheticSource:
         return SyntheticSource(self)
@@ -261,18 +294,25 @@ class SyntheticSource:
         self.market = market
 
     def fetch_ohlcv(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> pd.DataFrame:
-        """Bars of `tickers` for sessions in [start, end] that the synthetic market has.
+        """Bars of `tickers` (stocks, or the benchmark indices QQQ and SPY) for sessions in [start, end] that
+        the synthetic market has.
 
         :param tickers: symbols to return (unknown ones are simply absent).
         :param start: first session (inclusive).
         :param end: last session (inclusive); nothing later is ever returned.
         """
-        df = self.market.ohlcv
-        lo = df["date"].searchsorted(pd.Timestamp(start), "left")
-        hi = df["date"].searchsorted(pd.Timestamp(end), "right")
-        rows = df.iloc[lo:hi]
-        rows = rows[rows["ticker"].isin(set(tickers))]
-        return rows.reset_index(drop=True) if len(rows) else empty_ohlcv()
+        wanted = set(tickers)
+        frames = []
+        for df in (self.market.ohlcv, self.market.benchmarks):
+            lo = df["date"].searchsorted(pd.Timestamp(start), "left")
+            hi = df["date"].searchsorted(pd.Timestamp(end), "right")
+            rows = df.iloc[lo:hi]
+            rows = rows[rows["ticker"].isin(wanted)]
+            if len(rows):
+                frames.append(rows)
+        if not frames:
+            return empty_ohlcv()
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
 
     def fetch_fundamentals(self, as_of: dt.date) -> pd.DataFrame:
         """Quarterly reports public on or before `as_of` (FUNDAMENTAL_COLUMNS).
@@ -347,7 +387,13 @@ def generate_synthetic_market(
         }
     )
     reports = _quarterly_reports(params, tickers, sessions, listed, delisted, prices["close"], seed)
-    return SyntheticMarket(ohlcv=conform_ohlcv(ohlcv), fundamentals=reports, universe=universe, seed=seed)
+    return SyntheticMarket(
+        ohlcv=conform_ohlcv(ohlcv),
+        fundamentals=reports,
+        universe=universe,
+        seed=seed,
+        benchmarks=_benchmark_bars(sessions, prices["market"]),
+    )
 
 
 @lru_cache(maxsize=2)

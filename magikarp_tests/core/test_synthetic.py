@@ -189,3 +189,27 @@ def test_cached_market_is_reused() -> None:
     a = cached_synthetic_market(20, "2021-01-04", "2021-03-31", 1)
     assert cached_synthetic_market(20, "2021-01-04", "2021-03-31", 1) is a
     assert a.ohlcv["ticker"].nunique() >= 20
+
+
+def test_benchmarks_follow_the_market_on_every_session_and_are_served_like_stocks(
+    market: SyntheticMarket,
+) -> None:
+    b = market.benchmarks
+    assert list(b.columns) == OHLCV_COLUMNS and set(b["ticker"]) == {"QQQ", "SPY"}
+    sessions = pd.DatetimeIndex(sorted(market.ohlcv["date"].unique()))
+    for ticker in ("QQQ", "SPY"):
+        assert pd.DatetimeIndex(b.loc[b["ticker"] == ticker, "date"]).equals(sessions)
+    clean, quarantined = split_quarantine(b)
+    assert quarantined.empty and len(clean) == len(b)
+    index = b.pivot(index="date", columns="ticker", values="close")
+    index_ret = np.log(index).diff().iloc[1:]
+    stocks = log_returns(market).mean(axis=1)
+    assert index_ret["SPY"].corr(stocks) > 0.7  # driven by the market factor the stocks load on
+    assert index_ret["QQQ"].std() > index_ret["SPY"].std()  # QQQ has the higher market loading
+    src = market.source()
+    got = src.fetch_ohlcv(["QQQ", "SPY", "SYN00003"], dt.date(2020, 3, 2), dt.date(2020, 3, 6))
+    assert sorted(set(got["ticker"])) == ["QQQ", "SPY", "SYN00003"] and got["date"].max() <= pd.Timestamp(
+        "2020-03-06"
+    )
+    short = generate_synthetic_market(N, START, "2020-06-30", seed=SEED).benchmarks
+    pd.testing.assert_frame_equal(short, b[b["date"] <= pd.Timestamp("2020-06-30")].reset_index(drop=True))

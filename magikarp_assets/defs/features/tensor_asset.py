@@ -39,10 +39,13 @@ def feature_tensor(context: dg.AssetExecutionContext, stock_features: pd.DataFra
     """Slot-aligned float32 [3600, 32] features with the tradable mask, closes and slot states of the session,
     stamped with the slot-map version and the feature-spec hash the model must match."""
     started = time.perf_counter()
+    # Each day's rows by position, found in one pass (a mask per day would rescan the range every day).
+    feature_rows, map_rows = _rows_by_day(stock_features), _rows_by_day(slot_map)
+    none = np.array([], dtype=np.intp)
     out: dict[str, dict[str, np.ndarray]] = {}
     for day in partition_days(context):
         out[day.strftime("%Y-%m-%d")] = pack_day(
-            stock_features[stock_features["date"] == day], slot_map[slot_map["date"] == day]
+            stock_features.iloc[feature_rows.get(day, none)], slot_map.iloc[map_rows.get(day, none)]
         )
     last = out[max(out)]
     bad = [
@@ -64,6 +67,11 @@ def feature_tensor(context: dg.AssetExecutionContext, stock_features: pd.DataFra
     yield dg.AssetCheckResult(
         check_name=CHECK_TENSOR_FINITE, passed=not bad, metadata={"bad_days": ", ".join(bad) or "none"}
     )
+
+
+def _rows_by_day(frame: pd.DataFrame) -> dict[pd.Timestamp, np.ndarray]:
+    """Row positions of each date of `frame` (its `date` column), in row order."""
+    return {pd.Timestamp(d): rows for d, rows in frame.groupby("date", sort=False).indices.items()}
 
 
 def load_tensor_window(io_manager, days: pd.DatetimeIndex) -> dict[str, np.ndarray]:
