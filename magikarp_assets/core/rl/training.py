@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import torch as th
 from stable_baselines3 import A2C, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.save_util import json_to_data
 from stable_baselines3.common.utils import set_random_seed
 
 from magikarp_assets.core.rl.env import MarketEpisode, PortfolioEnv
@@ -220,14 +222,35 @@ def train_policy(
     )
 
 
+class _ServingOptimizer:
+    """Stands in for the training optimizer of a model loaded to serve: building a torch optimizer imports
+    torch._dynamo, seconds of a fresh run process spent on something inference never uses. Accepts (and
+    drops) the optimizer state stored in the model file."""
+
+    def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        self.param_groups: list[dict[str, Any]] = []
+
+    def load_state_dict(self, state: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        """Ignore the stored optimizer state: serving never takes a gradient step."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+
 def load_policy(model_bytes: bytes, algorithm: Algorithm) -> BaseAlgorithm:
-    """Load a model saved by :func:`train_policy` onto the CPU for inference (SAC gets a 1-transition
-    replay buffer instead of allocating the training one).
+    """Load a model saved by :func:`train_policy` onto the CPU for inference only: no optimizer is built
+    (see :class:`_ServingOptimizer`) and SAC gets a 1-transition replay buffer instead of the training one.
+    Do not train the returned model further.
 
     :param model_bytes: :attr:`TrainingResult.model_bytes`.
     :param algorithm: the algorithm it was trained with.
     """
-    custom_objects = {"buffer_size": 1} if algorithm == "sac" else None
+    with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
+        data = json_to_data(archive.read("data").decode())
+    policy_kwargs = {**(data.get("policy_kwargs") or {}), "optimizer_class": _ServingOptimizer}
+    custom_objects: dict[str, Any] = {"policy_kwargs": policy_kwargs}
+    if algorithm == "sac":
+        custom_objects["buffer_size"] = 1
     return _algorithm_class(algorithm).load(
         io.BytesIO(model_bytes), device="cpu", custom_objects=custom_objects
     )
