@@ -5,7 +5,8 @@ budget alarm at the configured $100."""
 
 import importlib.util
 import json
-import sys
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +14,9 @@ import pytest
 
 from magikarp_assets.settings import TRAINING_RUN_TAGS
 
-CDK_DIR = Path(__file__).resolve().parents[2] / "deploy" / "cdk"
-
-
-def _load_app() -> Any:
-    spec = importlib.util.spec_from_file_location("magikarp_cdk_app", CDK_DIR / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+REPO = Path(__file__).resolve().parents[2]
+CDK_DIR = REPO / "deploy" / "cdk"
+CDK_PYTHON = REPO / ".venv-cdk" / "bin" / "python"
 
 
 def _load_cost() -> Any:
@@ -33,11 +28,21 @@ def _load_cost() -> Any:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> dict[str, Any]:
-    from aws_cdk.assertions import Template
-
-    app = _load_app().build_app(outdir=str(tmp_path_factory.mktemp("cdk.out")))
-    (stack,) = app.node.children
-    return Template.from_stack(stack).to_json()
+    """`python app.py` in the CDK app's own virtualenv (make cdk-venv), as `cdk synth` runs it, offline."""
+    if not CDK_PYTHON.exists():
+        pytest.fail(f"{CDK_PYTHON} is missing: run `make cdk-venv` (make test does) to install the CDK app")
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    done = subprocess.run(
+        [str(CDK_PYTHON), "app.py"],
+        cwd=CDK_DIR,
+        env={**os.environ, "CDK_OUTDIR": str(outdir)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, f"cdk synth failed:\n{done.stderr[-3000:]}"
+    (path,) = outdir.glob("*.template.json")
+    return json.loads(path.read_text())
 
 
 def _resources(template: dict[str, Any], kind: str) -> list[dict[str, Any]]:

@@ -162,15 +162,11 @@ def test_compose_file_is_complete_and_keeps_credentials_out():
     assert {"DAGSTER_PG_PASSWORD", "MAGIKARP_S3_BUCKET"} <= set(required)
 
 
-@pytest.mark.skipif(
-    not (shutil.which("docker-compose") or shutil.which("docker")),
-    reason="no docker-compose here (Debian package docker-compose)",
-)
 def test_compose_config_validates_with_docker_compose(tmp_path):
-    command = ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
-    probe = subprocess.run([*command, "version"], capture_output=True, text=True, check=False)
-    if probe.returncode != 0:
-        pytest.skip(f"{' '.join(command)} is not available: {probe.stderr.strip()[:80]}")
+    # Debian's docker-compose (Compose v1, installed by `make system-deps`): validates without an engine.
+    if not shutil.which("docker-compose"):
+        pytest.fail("docker-compose is not installed: run `make system-deps` (make test does)")
+    command = ["docker-compose"]
     env = {"DAGSTER_PG_PASSWORD": "x", "MAGIKARP_S3_BUCKET": "b", "MAGIKARP_EMAIL_SENDER": "a@b.test",
            "MAGIKARP_ALERT_RECIPIENTS": "a@b.test", "PATH": "/usr/bin:/bin:/usr/local/bin"}  # fmt: skip
     done = subprocess.run(
