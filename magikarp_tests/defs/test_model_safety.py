@@ -212,6 +212,8 @@ def test_candidate_goes_from_training_to_production_and_is_rolled_back_when_it_d
         "backtested",
         "shadow",
     ]
+    page = Path(tested.asset_materializations_for_node("backtest_report")[0].metadata["report_path"].value)
+    assert page.name == f"{candidate}.html" and "all gates passed" in page.read_text()
 
     # Seven shadow sessions beside production: stored apart, never applied to the paper portfolio.
     assert _materialize(env, TRADE, K(START)).success
@@ -248,6 +250,8 @@ def test_candidate_goes_from_training_to_production_and_is_rolled_back_when_it_d
     reported = _materialize(env, [shadow.SHADOW_REPORT], MONTH, config=_gate_config("shadow_report", **LOOSE))
     assert reported.success, _error(reported)
     assert _check(reported, shadow.CHECK_SHADOW_GATE).passed
+    shadow_page = reported.asset_materializations_for_node("shadow_report")[0].metadata["report_path"].value
+    assert shadow_page == str(page) and "production (prod-v1)" in page.read_text()
     assert registry.manifest(candidate).status == "awaiting_approval"
     approved = _job(
         env,

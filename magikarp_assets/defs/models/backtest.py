@@ -27,6 +27,7 @@ from magikarp_assets.defs.models.common import (
     OWNER,
     GateConfig,
     benchmark_series,
+    comparison_report,
     gate_metadata,
     load_sessions,
     metrics_markdown,
@@ -130,6 +131,7 @@ def backtest_report(context: dg.AssetExecutionContext, config: BacktestConfig):
         ),
         "strategies": ", ".join(by_name),
         "baselines": f"{BUY_AND_HOLD}, {EQUAL_WEIGHT}",
+        **comparison_report(context.resources.io_manager, version, table, None, [gate]),
     }
     yield dg.Output(table, metadata=metadata)
     yield dg.AssetCheckResult(

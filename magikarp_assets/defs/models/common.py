@@ -5,12 +5,14 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from magikarp_assets.core.backtest import SessionData
+from magikarp_assets.core.backtest import BUY_AND_HOLD, EQUAL_WEIGHT, SessionData
 from magikarp_assets.core.gates import GateResult, GateThresholds
+from magikarp_assets.core.reports.comparison import build_model_comparison_page
 from magikarp_assets.core.spec import PRIMARY_BENCHMARK
 from magikarp_assets.core.trading import session_tickers
 from magikarp_assets.defs.features.tensor_asset import FEATURE_TENSOR
 from magikarp_assets.defs.ingestion.assets import BENCHMARK_PRICES
+from magikarp_assets.defs.reporting.publish import write_report
 from magikarp_assets.defs.universe.assets import SLOT_MAP
 
 OWNER = "team:ml-platform"
@@ -89,3 +91,29 @@ def move_status(
 def metrics_markdown(rows: dict[str, dict[str, float]]) -> dg.MetadataValue:
     frame = pd.DataFrame(rows).T
     return dg.MetadataValue.md(frame.to_markdown(floatfmt=".4f"))
+
+
+def comparison_report(
+    io_manager,
+    candidate: str,
+    backtest_table: pd.DataFrame,
+    shadow: dict[str, pd.Series] | None,
+    gates: list[GateResult],
+) -> dict:
+    """Write the candidate's model comparison page (``reports/models/<version>.html``): its backtest beside
+    production and the baselines, and its shadow sessions once run, with the gates' verdicts; returns the
+    metadata linking to it.
+
+    :param io_manager: the platform's IO manager (its blob store holds the reports).
+    :param candidate: the candidate's version.
+    :param backtest_table: the stored backtest_report (date, value, strategy, version per row).
+    :param shadow: strategy label -> value per shadow session, or None before the shadow gate.
+    :param gates: the verdicts so far (backtest, then shadow).
+    """
+    labels = {BUY_AND_HOLD: PRIMARY_BENCHMARK, EQUAL_WEIGHT: "equal weight"}
+    backtest = {}
+    for (strategy, version), rows in backtest_table.groupby(["strategy", "version"], sort=False):
+        label = labels.get(strategy, f"{strategy} {version}")
+        backtest[label] = rows.set_index(pd.to_datetime(rows["date"]))["value"].astype(float)
+    html = build_model_comparison_page(candidate, backtest, shadow, gates, benchmark_label=PRIMARY_BENCHMARK)
+    return write_report(io_manager, f"models/{candidate}.html", html)

@@ -12,6 +12,7 @@ from magikarp_assets.core.calendar import previous_trading_day
 from magikarp_assets.core.gates import SHADOW_GATE_ENV, evaluate_gate
 from magikarp_assets.core.metrics import performance_summary
 from magikarp_assets.core.signals import HOLD
+from magikarp_assets.core.spec import PRIMARY_BENCHMARK
 from magikarp_assets.core.trading import Book, TradingCosts, policy_from_artifact, session_tickers, trade_day
 from magikarp_assets.defs.features.tensor_asset import FEATURE_TENSOR
 from magikarp_assets.defs.ingestion.assets import partition_days
@@ -20,6 +21,7 @@ from magikarp_assets.defs.models.common import (
     OWNER,
     GateConfig,
     benchmark_series,
+    comparison_report,
     gate_metadata,
     metrics_markdown,
     move_status,
@@ -233,10 +235,14 @@ def shadow_report(
         {"date": shadow.index, "shadow_value": shadow.to_numpy(), "production_value": production.to_numpy(),
          "benchmark": bench.to_numpy(), "version": version}
     )  # fmt: skip
+    # The comparison page again, now with the shadow sessions (QQQ rescaled to the same starting value).
+    shadow_lines = {f"candidate {version}": shadow, label: production,
+                    PRIMARY_BENCHMARK: bench / bench.iloc[0] * shadow.iloc[0]}  # fmt: skip
+    report = comparison_report(io_manager, version, backtest_report, shadow_lines, [gate])
     yield dg.Output(
         table,
         metadata={"candidate": version, "status": status, "shadow_window": window,
-                  "metrics": metrics_markdown(metrics)},
+                  "metrics": metrics_markdown(metrics), **report},
     )  # fmt: skip
     yield dg.AssetCheckResult(
         check_name=CHECK_SHADOW_GATE,
