@@ -61,6 +61,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) scripts/scan_secrets.py
 
 format: install
 	$(VENV)/bin/ruff format .

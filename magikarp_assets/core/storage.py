@@ -4,13 +4,14 @@ Parquet and .npz serialisation so the same data always produces the same bytes."
 from __future__ import annotations
 
 import builtins
+import contextlib
 import io
 import os
 import re
 import uuid
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,12 +21,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PARQUET_COMPRESSION = "zstd"
+# S3: a few quick retries (standard mode backs off with jitter), then a clear error instead of a hang.
+S3_MAX_ATTEMPTS = 3
+S3_CONNECT_TIMEOUT = 5.0
+S3_READ_TIMEOUT = 60.0
 PARQUET_COMPRESSION_LEVEL = 3
 # Fixed zip entry time: np.savez stamps entries with the wall clock, which changes the bytes every run.
 _NPZ_ENTRY_TIME = (1980, 1, 1, 0, 0, 0)
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 
 Writer = Callable[[BinaryIO], object]
+
+
+class StorageUnavailableError(OSError):
+    """A blob store could not be reached or refused an operation; names the operation, the object's URI and
+    the cause (never credentials). Nothing was written: each write is all-or-nothing."""
 
 
 class BlobNotFoundError(FileNotFoundError):
@@ -208,9 +218,32 @@ class S3BlobStore(BlobStore):
         self.sse = sse
         if client is None:
             import boto3  # deferred: only S3 deployments pay for the import
+            from botocore.config import Config
 
-            client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+            config = Config(
+                retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+                connect_timeout=S3_CONNECT_TIMEOUT,
+                read_timeout=S3_READ_TIMEOUT,
+            )
+            client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
         self.client = client
+
+    @contextlib.contextmanager
+    def _calling(self, operation: str, key: str | None) -> Iterator[None]:
+        """Turn transport and service failures into StorageUnavailableError naming the operation and URI."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = self.uri(key) if key is not None else f"s3://{self.bucket}/{self.prefix}"
+        try:
+            yield
+        except (BotoCoreError, ClientError) as error:
+            failure = f"{type(error).__name__}: {error}"
+        else:
+            return
+        # Raised outside the except block: botocore's exception (and its request) is not chained.
+        raise StorageUnavailableError(
+            f"S3 {operation} of {where} failed ({self.describe()}): {failure}"
+        ) from None
 
     def _full_key(self, key: str) -> str:
         return self.prefix + validate_key(key)
@@ -219,36 +252,40 @@ class S3BlobStore(BlobStore):
         full_key = self._full_key(key)
         buffer = io.BytesIO()
         write(buffer)
-        self.client.put_object(
-            Bucket=self.bucket, Key=full_key, Body=buffer.getvalue(), ServerSideEncryption=self.sse
-        )
+        with self._calling("PutObject", key):
+            self.client.put_object(
+                Bucket=self.bucket, Key=full_key, Body=buffer.getvalue(), ServerSideEncryption=self.sse
+            )
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._full_key(key))
-        except self.client.exceptions.NoSuchKey:
-            raise BlobNotFoundError(key, self) from None
-        return response["Body"].read()
+        with self._calling("GetObject", key):
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=self._full_key(key))["Body"].read()
+            except self.client.exceptions.NoSuchKey:
+                raise BlobNotFoundError(key, self) from None
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._full_key(key))
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+        with self._calling("HeadObject", key):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self._full_key(key))
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
         return True
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._full_key(key))
+        with self._calling("DeleteObject", key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._full_key(key))
 
     def list(self, prefix: str = "") -> builtins.list[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         keys: list[str] = []
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-            keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
+        with self._calling("ListObjectsV2", None):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
         return sorted(keys)
 
     def uri(self, key: str) -> str:

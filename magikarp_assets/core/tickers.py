@@ -6,7 +6,8 @@ import re
 
 # Canonical form: upper case, class shares joined with a dash (BRK-B), as Yahoo spells them;
 # index symbols keep Yahoo's caret (^GSPC).
-_VALID = re.compile(r"^\^?[A-Z0-9][A-Z0-9\-]{0,9}$")
+_VALID = re.compile(r"^\^?[A-Z0-9]+(-[A-Z0-9]+)?$")
+MAX_LENGTH = 10
 # iShares holdings drop the class separator: BRKB -> BRK-B, BFB -> BF-B. Only the known
 # class-share names are mapped; guessing from the last letter would break real tickers (e.g. ALB).
 CLASS_SHARE_NO_DOT = {
@@ -38,7 +39,7 @@ def normalize_ticker(raw: str) -> str:
         raise InvalidTickerError(f"ticker {raw!r} is not a string")
     sym = raw.strip().upper().replace(".", "-").replace("/", "-").replace(" ", "-")
     sym = CLASS_SHARE_NO_DOT.get(sym, sym)
-    if not _VALID.match(sym):
+    if len(sym.lstrip("^")) > MAX_LENGTH or not _VALID.match(sym):
         raise InvalidTickerError(
             f"ticker {raw!r} is not a valid symbol "
             "(letters, digits and one class separator, at most 10 chars)"

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from magikarp_assets.core.notify import (
     LEVEL_HEADER,
+    DeliveryError,
     DeliveryQueue,
     DeliveryReceipt,
     Level,
@@ -38,8 +39,9 @@ class NotifierResource(dg.ConfigurableResource):
     info (daily recommendations, monthly performance), each with its own recipients.
 
     Every message passes through ``<outbox_dir>/pending`` and stays there if the transport fails; the next
-    send (or ``flush_pending``) retries it. Pass ``smtp_password`` as ``dg.EnvVar``: it never appears in a
-    message, a log line or an error.
+    send (or ``flush_pending``) retries it. A failed delivery also raises an alarm through the channels that
+    remain: an ERROR log line and a critical alert in ``alarm_dir`` (local disk). Pass ``smtp_password`` as
+    ``dg.EnvVar``: it never appears in a message, a log line or an error.
     """
 
     transport: str = Field(default="outbox", description="outbox | smtp | ses")
@@ -58,9 +60,48 @@ class NotifierResource(dg.ConfigurableResource):
     warning_recipients: list[str] = Field(default_factory=list)
     info_recipients: list[str] = Field(default_factory=list)
     enabled_levels: list[str] = Field(default_factory=lambda: [level.value for level in Level])
+    alarm_dir: str | None = Field(
+        default=None,
+        description="Local folder that receives a critical alert when mail cannot be delivered; default "
+        "<outbox_dir>/alarms",
+    )
 
     def outbox_path(self) -> Path:
         return Path(self.outbox_dir or Path(default_data_root()) / "outbox")
+
+    def alarm_path(self) -> Path:
+        return Path(self.alarm_dir) if self.alarm_dir else self.outbox_path() / "alarms"
+
+    def _secrets(self) -> list[str | None]:
+        return [
+            self.smtp_password,
+            os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            os.environ.get("AWS_SESSION_TOKEN"),
+        ]
+
+    def _raise_alarm(self, message: EmailMessage, error: DeliveryError) -> None:
+        """The remaining channels when mail is down: an ERROR in the run's log (the Dagster UI, CloudWatch in
+        the cloud) and a critical alert written to the local alarm folder. Never raises: the delivery
+        error is what the caller must see."""
+        details = {
+            "undelivered": str(message["Subject"]),
+            "transport": error.transport,
+            "target": error.target,
+            "cause": error.cause,
+            "kept": "pending (retried on the next send)" if not error.permanent else "failed/ (permanent)",
+        }
+        logger = dg.get_dagster_logger()
+        try:
+            alarm = build_alert_email(
+                "critical", f"Email delivery failed via {error.transport}", details, secrets=self._secrets()
+            )
+            where = OutboxTransport(self.alarm_path()).send(alarm).path
+        except (DeliveryError, OSError) as alarm_error:
+            where = f"nowhere ({alarm_error})"
+        logger.error(
+            f"notifier: could not deliver {message['Subject']!r} via {error.transport} to {error.target}: "
+            f"{error.cause}; {details['kept']}; critical alert written to {where}"
+        )
 
     def recipients_for(self, level: str) -> list[str]:
         """The configured recipients of ``level``."""
@@ -112,7 +153,12 @@ class NotifierResource(dg.ConfigurableResource):
             )
             return None
         queue = self._queue()
-        receipt = queue.deliver(address(message, self.sender, self.recipients_for(level)))
+        try:
+            receipt = queue.deliver(address(message, self.sender, self.recipients_for(level)))
+        except DeliveryError as error:
+            if self.transport != "outbox":
+                self._raise_alarm(message, error)
+            raise
         dg.get_dagster_logger().info(
             f"notifier: sent {receipt.subject!r} via {receipt.transport} to {receipt.target} "
             f"({len(receipt.recipients)} recipient(s))"
@@ -138,13 +184,8 @@ class NotifierResource(dg.ConfigurableResource):
         as_of: dt.date | None = None,
     ) -> DeliveryReceipt | None:
         """Send an alert; the configured secrets are masked if they appear in ``details``."""
-        secrets = [
-            self.smtp_password,
-            os.environ.get("AWS_SECRET_ACCESS_KEY"),
-            os.environ.get("AWS_SESSION_TOKEN"),
-        ]
         return self.send(
-            build_alert_email(level, title, details, run_url=run_url, as_of=as_of, secrets=secrets)
+            build_alert_email(level, title, details, run_url=run_url, as_of=as_of, secrets=self._secrets())
         )
 
     def flush_pending(self) -> list[DeliveryReceipt]:

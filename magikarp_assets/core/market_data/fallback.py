@@ -39,6 +39,14 @@ class FetchReport:
         return sum(self.rows_by_source.values())
 
 
+def _describe_partial(errors: dict[str, str], limit: int = 5) -> str:
+    """`2 item(s) not delivered: JNJ: ...; BRK-B: ...`, for the report and the asset metadata."""
+    items = list(errors.items())
+    listed = "; ".join(f"{item}: {reason}" for item, reason in items[:limit])
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return f"{len(items)} item(s) not delivered: {listed}{more}"
+
+
 def fetch_with_fallback(
     sources: Sequence[MarketDataSource],
     tickers: Sequence[str],
@@ -74,6 +82,9 @@ def fetch_with_fallback(
             report.errors[source.name] = str(exc)
             log.warning("source %s failed: %s", source.name, exc)
             continue
+        partial = getattr(source, "last_errors", None) or {}  # per-item failures of a source that answered
+        if partial:
+            report.errors[source.name] = _describe_partial(partial)
         delivered = pd.MultiIndex.from_frame(got[["ticker", "date"]])
         got = got[delivered.isin(missing)]  # a backup only fills gaps, never overrides
         if screen is not None:
