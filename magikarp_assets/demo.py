@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"    {version} force-promoted for the demo (recorded in the production history)")
     signals = demo.run(f"recommendations, paper portfolio, metrics, {len(serve)} sessions", SIGNALS, serve)
-    email = demo.run("daily email to the outbox", ["daily_report"], partition=str(serve[-1].date()))
+    email = demo.run("daily email + HTML report", ["daily_report"], partition=str(serve[-1].date()))
+    demo.run("recommendation history (table + page)", ["recommendation_history"])
     _print_day(demo, signals, email, serve[-1])
     print(f"demo finished in {time.perf_counter() - began:.0f} s; open the UI with `make dev`")
 
@@ -155,6 +156,7 @@ def _print_day(
     )
     print(f"\nPaper portfolio: value {value:,.0f}, cash {cash:,.0f}; return {mine:.2%} vs QQQ {qqq:.2%}")
     print(f"Email ({report.get('transport')}): {report.get('subject')} -> {report.get('target')}")
+    print(f"Daily report (offline HTML): {report.get('report_path', report.get('report_url'))}")
 
 
 if __name__ == "__main__":

@@ -120,11 +120,10 @@ def test_asset_page_shows_description_metadata_and_top_recommendations(sample_da
     recs = pd.read_parquet(sample_day["store"] / "daily_recommendations" / f"{KEYS[-1]}.parquet")
     counts = recs["action"].value_counts()
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    # Dagster's newsletter pop-up may open at any moment after load: dismiss it whenever it is in the way.
+    page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
     page.goto(f"{webserver}/assets/daily_recommendations", wait_until="domcontentloaded")
     page.get_by_text(DESCRIPTION).wait_for(timeout=90_000)  # the materialisation and definition rendered
-    skip = page.get_by_role("button", name="Skip")  # Dagster's newsletter pop-up, when it shows
-    if skip.count():
-        skip.click()
     for key, value in (
         ("n_buy", counts["BUY"]),
         ("n_sell", counts["SELL"]),
