@@ -13,6 +13,8 @@ from magikarp_assets.core.spec import SLOT_ACTIVE, SLOT_ARCHIVE, SLOT_PADDING
 BUY, SELL, HOLD = "BUY", "SELL", "HOLD"
 # A recommendation is a trade only if the weight moves by more than half a percent of the portfolio.
 DEFAULT_THRESHOLD = 0.005
+# The daily service scales the threshold with the universe instead: half an equal-weight position.
+DEFAULT_EQUAL_WEIGHT_FRACTION = 0.5
 WEIGHT_SUM_TOLERANCE = 1e-9
 RECOMMENDATION_COLUMNS = [
     "ticker",
@@ -82,6 +84,25 @@ def _check_slot_arrays(
             f"{int(np.argmax(bad_trade))}"
         )
     return n_slots
+
+
+def call_threshold(tradable: np.ndarray, fraction_of_equal_weight: float, absolute: float = 0.0) -> float:
+    """The session's BUY/SELL threshold: ``absolute`` when > 0, else ``fraction_of_equal_weight`` of an
+    equal-weight position over the session's tradable names (``fraction / n_tradable``), so a call means the
+    same move relative to a typical position whether 500 or 3,000 names are tradable.
+
+    :param tradable: bool [S] the session's tradable slots.
+    :param fraction_of_equal_weight: share of ``1 / n_tradable``, in (0, 1].
+    :param absolute: a fixed threshold overriding the scaled one when > 0.
+    """
+    if absolute > 0:
+        return absolute
+    if not 0.0 < fraction_of_equal_weight <= 1.0:
+        raise ValueError(f"fraction_of_equal_weight={fraction_of_equal_weight!r} breaks the rule 0 < f <= 1")
+    n_tradable = int(np.count_nonzero(tradable))
+    if n_tradable == 0:
+        raise ValueError("no tradable slot on the session: a call threshold needs at least one")
+    return fraction_of_equal_weight / n_tradable
 
 
 def recommend(

@@ -189,3 +189,15 @@ def test_duplicate_tickers_are_refused() -> None:
     tickers[1] = "AAA"
     with pytest.raises(ValueError, match="one slot per ticker"):
         _recommend({}, {}, tickers=tickers)
+
+
+def test_the_daily_call_threshold_scales_with_the_tradable_universe() -> None:
+    from magikarp_assets.core.signals import call_threshold
+
+    assert call_threshold(np.ones(500, bool), 0.5) == pytest.approx(0.001)  # 0.1 % over 500 names
+    assert call_threshold(np.r_[np.ones(3000, bool), np.zeros(600, bool)], 0.5) == pytest.approx(0.5 / 3000)
+    assert call_threshold(np.ones(500, bool), 0.5, absolute=0.004) == 0.004
+    with pytest.raises(ValueError, match="no tradable slot"):
+        call_threshold(np.zeros(10, bool), 0.5)
+    with pytest.raises(ValueError, match="0 < f <= 1"):
+        call_threshold(np.ones(10, bool), 1.5)

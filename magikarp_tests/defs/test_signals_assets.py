@@ -23,7 +23,7 @@ from magikarp_assets.core.registry import ModelRegistry
 from magikarp_assets.core.rl.env import MarketEpisode
 from magikarp_assets.core.rl.inference import build_observation, infer_target_weights
 from magikarp_assets.core.rl.training import load_policy, train_policy
-from magikarp_assets.core.signals import BUY, SELL
+from magikarp_assets.core.signals import BUY, DEFAULT_EQUAL_WEIGHT_FRACTION, SELL
 from magikarp_assets.core.slots import SlotMap, update_slot_map
 from magikarp_assets.core.spec import N_FEATURES, SLOT_ACTIVE, SLOT_ARCHIVE
 from magikarp_assets.core.storage import LocalBlobStore, arrays_to_npz_bytes, frame_to_parquet_bytes
@@ -222,11 +222,10 @@ def test_first_session_serves_the_policy_and_follows_the_threshold_rule(env):
         recs = _read(root, signals.DAILY_RECOMMENDATIONS, key)
         delta, action = recs["delta"], recs["action"]
         state = _read(root, SLOT_MAP, key)["state"].to_numpy()[recs["slot"]]
-        assert (
-            (action == BUY)
-            == ((delta > signals.SIGNAL_THRESHOLD) & recs["price"].notna() & (state == SLOT_ACTIVE))
-        ).all()
-        assert ((action == SELL) == ((-delta > signals.SIGNAL_THRESHOLD) & recs["price"].notna())).all()
+        tradable = recs["price"].notna() & (recs["price"] > 0) & (state == SLOT_ACTIVE)
+        threshold = DEFAULT_EQUAL_WEIGHT_FRACTION / int(tradable.sum())  # half an equal-weight position
+        assert ((action == BUY) == ((delta > threshold) & tradable)).all()
+        assert ((action == SELL) == ((-delta > threshold) & recs["price"].notna())).all()
         n_buy_total += int((action == BUY).sum())
         if key >= LEAVES_ON.strftime("%Y-%m-%d"):  # the archived name is held, never bought, only shrinks
             leaver = recs.set_index("ticker").loc[LEAVER]

@@ -11,7 +11,7 @@ from magikarp_assets.core.backtest import starting_book
 from magikarp_assets.core.calendar import previous_trading_day
 from magikarp_assets.core.gates import SHADOW_GATE_ENV, evaluate_gate
 from magikarp_assets.core.metrics import performance_summary
-from magikarp_assets.core.signals import HOLD
+from magikarp_assets.core.signals import DEFAULT_EQUAL_WEIGHT_FRACTION, HOLD, call_threshold
 from magikarp_assets.core.spec import PRIMARY_BENCHMARK
 from magikarp_assets.core.trading import Book, TradingCosts, policy_from_artifact, session_tickers, trade_day
 from magikarp_assets.defs.features.tensor_asset import FEATURE_TENSOR
@@ -27,7 +27,7 @@ from magikarp_assets.defs.models.common import (
     move_status,
 )
 from magikarp_assets.defs.partitions import monthly_partitions, trading_day_partitions
-from magikarp_assets.defs.signals.assets import PORTFOLIO_STATE, PREVIOUS_SESSION, SIGNAL_THRESHOLD
+from magikarp_assets.defs.signals.assets import PORTFOLIO_STATE, PREVIOUS_SESSION
 from magikarp_assets.defs.universe.assets import SLOT_MAP
 from magikarp_assets.resources.io_manager import MissingPartitionError
 
@@ -46,7 +46,8 @@ class ShadowConfig(dg.Config):
     initial_capital: float = Field(default=1_000_000.0, description="cash when there is no paper portfolio")
     buy_cost_pct: float = 0.001
     sell_cost_pct: float = 0.001
-    threshold: float = SIGNAL_THRESHOLD
+    threshold_of_equal_weight: float = DEFAULT_EQUAL_WEIGHT_FRACTION
+    threshold: float = 0.0
 
 
 def shadow_versions(registry) -> list[str]:
@@ -122,8 +123,9 @@ def shadow_trading(
             book, start_date, start_value = books.get(version) or _start(
                 io_manager, version, day, config.initial_capital
             )
+            threshold = call_threshold(tensor["tradable"], config.threshold_of_equal_weight, config.threshold)
             recs, result = trade_day(
-                book, tensor, tickers, slot_version, policies[version], costs, config.threshold, day
+                book, tensor, tickers, slot_version, policies[version], costs, threshold, day
             )
             books[version] = (result.book, start_date, start_value)
             extra = {"shadow_version": version, "start_date": start_date, "start_value": start_value}

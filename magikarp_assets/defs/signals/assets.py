@@ -10,7 +10,7 @@ from magikarp_assets.core.portfolio import initial_portfolio
 from magikarp_assets.core.promotion import production_version, read_pointer
 from magikarp_assets.core.registry import ModelRegistry
 from magikarp_assets.core.serving import fallback_versions, load_with_fallback
-from magikarp_assets.core.signals import BUY, HOLD, SELL
+from magikarp_assets.core.signals import BUY, DEFAULT_EQUAL_WEIGHT_FRACTION, HOLD, SELL, call_threshold
 from magikarp_assets.core.trading import (
     BOOK_COLUMNS,
     Book,
@@ -49,12 +49,6 @@ TRADING_AUTOMATION = (
 )
 
 
-# The daily call threshold: 0.1 % of the portfolio. The core's 0.5 % default suits concentrated books;
-# the policy spreads weight over the whole universe (an equal-weight position over the 500-name sample is
-# 0.2 %), where 0.5 % would call almost nothing but HOLD while the portfolio still trades.
-SIGNAL_THRESHOLD = 0.001
-
-
 class PaperTradingConfig(dg.Config):
     """How the paper portfolio trades (typed run config, visible in the launchpad)."""
 
@@ -63,8 +57,15 @@ class PaperTradingConfig(dg.Config):
     )
     buy_cost_pct: float = Field(default=0.001, description="proportional cost on value bought")
     sell_cost_pct: float = Field(default=0.001, description="proportional cost on value sold")
+    # The policy spreads weight over the whole universe, so a fixed share of the portfolio would mean a
+    # different call over 500 names (equal weight 0.2 %) than over 3,000 (0.033 %): scale it by default.
+    threshold_of_equal_weight: float = Field(
+        default=DEFAULT_EQUAL_WEIGHT_FRACTION,
+        description="BUY/SELL when the weight moves by more than this share of an equal-weight position "
+        "over the session's tradable names (0.5 over 500 names = 0.1 % of the portfolio)",
+    )
     threshold: float = Field(
-        default=SIGNAL_THRESHOLD, description="weight change that makes a BUY/SELL call (0.001 = 0.1 %)"
+        default=0.0, description="a fixed weight change for calls instead (0.001 = 0.1 %); 0: scaled"
     )
     model_version: str = Field(
         default="",
@@ -233,7 +234,8 @@ def paper_trading(
         policy = _policy(context, registry, served, from_production, spec_hash, policies)
         previous_value = book.state.value
         costs = TradingCosts(config.buy_cost_pct, config.sell_cost_pct)
-        recs, result = trade_day(book, tensor, tickers, version, policy, costs, config.threshold, day)
+        threshold = call_threshold(tensor["tradable"], config.threshold_of_equal_weight, config.threshold)
+        recs, result = trade_day(book, tensor, tickers, version, policy, costs, threshold, day)
         book, inference_ms = result.book, result.inference_ms
         recs_out[key], books_out[key] = recs, result.frame
         context.log.info(
