@@ -127,7 +127,9 @@ def _simulate_prices(
     idio, drift = params["idio_vol"].to_numpy(), params["drift"].to_numpy()
     total_vol = np.sqrt((beta * MARKET_VOL) ** 2 + (loading * SECTOR_VOL[sector]) ** 2 + idio**2)
     base_volume = params["shares"].to_numpy() * params["turnover"].to_numpy()
-    out = {k: np.full((n_sessions, n), np.nan) for k in ("open", "high", "low", "close", "volume")}
+    out: dict[str, np.ndarray] = {
+        k: np.full((n_sessions, n), np.nan) for k in ("open", "high", "low", "close", "volume")
+    }
     out["market"] = np.zeros(n_sessions)
     log_close = np.log(params["price0"].to_numpy())
     for b, m in enumerate(counts):
