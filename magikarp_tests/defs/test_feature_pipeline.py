@@ -9,34 +9,11 @@ import pytest
 from magikarp_assets.core.features.spec import FEATURE_SPEC_HASH
 from magikarp_assets.core.storage import npz_bytes_to_arrays
 from magikarp_assets.definitions import build_definitions
+from magikarp_tests.support.world import FEATURES, materialize_defs
 
-RANGE = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 INGEST = ["raw_ohlcv", "ohlcv_quarantine", "benchmark_prices"]
-FEATURES = [
-    "stg_prices",
-    "technical_features",
-    "fundamental_features",
-    "slot_membership",
-    "stock_features",
-    "feature_tensor",
-]
 START, WARM_END, END = "2013-02-08", "2013-04-23", "2013-04-30"
 DAILY = ["2013-04-24", "2013-04-25", "2013-04-26", "2013-04-29", "2013-04-30"]
-
-
-def _run(defs, instance, selection, start=None, end=None, partition=None, run_config=None):
-    tags = {RANGE[0]: start, RANGE[1]: end} if start else None
-    result = dg.materialize(
-        list(defs.assets),
-        instance=instance,
-        resources=defs.resources,
-        selection=selection,
-        tags=tags,
-        partition_key=partition,
-        run_config=run_config,
-    )
-    assert result.success
-    return result
 
 
 def _store(tmp_path_factory, name, monkeypatch):
@@ -44,19 +21,19 @@ def _store(tmp_path_factory, name, monkeypatch):
     monkeypatch.setenv("MAGIKARP_DATA_ROOT", str(root))
     defs = build_definitions("local")
     instance = dg.DagsterInstance.ephemeral()
-    _run(defs, instance, ["universe_constituents", "raw_fundamentals"])
-    _run(defs, instance, [*INGEST, "slot_map"], START, END)
+    materialize_defs(defs, instance, ["universe_constituents", "raw_fundamentals"])
+    materialize_defs(defs, instance, [*INGEST, "slot_map"], START, END)
     return root, defs, instance
 
 
 @pytest.mark.slow
 def test_backfill_equals_daily_runs_and_a_candidate_trains(tmp_path_factory, monkeypatch):
     a, defs_a, inst_a = _store(tmp_path_factory, "backfill", monkeypatch)
-    _run(defs_a, inst_a, FEATURES, START, END)
+    materialize_defs(defs_a, inst_a, FEATURES, START, END)
     b, defs_b, inst_b = _store(tmp_path_factory, "daily", monkeypatch)
-    _run(defs_b, inst_b, FEATURES, START, WARM_END)
+    materialize_defs(defs_b, inst_b, FEATURES, START, WARM_END)
     for day in DAILY:
-        _run(defs_b, inst_b, FEATURES, partition=day)
+        materialize_defs(defs_b, inst_b, FEATURES, partition=day)
     for day in DAILY:
         assert (a / "feature_tensor" / f"{day}.npz").read_bytes() == (
             b / "feature_tensor" / f"{day}.npz"
@@ -85,7 +62,7 @@ def test_backfill_equals_daily_runs_and_a_candidate_trains(tmp_path_factory, mon
         "training_sessions": 20,
         "backtest_months": 1,
     }
-    result = _run(
+    result = materialize_defs(
         defs_a,
         inst_a,
         ["candidate_model"],

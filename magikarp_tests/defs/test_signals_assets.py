@@ -3,7 +3,6 @@ registry: recommendations follow the policy and the threshold rule, the paper po
 order across a model switch, re-runs reproduce a day byte for byte, performance is kept incrementally, the
 email lands in the outbox and failures raise alerts."""
 
-import datetime as dt
 import shutil
 from pathlib import Path
 
@@ -14,29 +13,25 @@ import pytest
 
 from magikarp_assets.core.calendar import previous_trading_day, trading_day_window, trading_days
 from magikarp_assets.core.features.spec import FEATURE_SPEC_HASH
-from magikarp_assets.core.market_data.sample import SampleSource, sample_universe
-from magikarp_assets.core.membership import members_on
 from magikarp_assets.core.metrics import performance_summary, success_rates
 from magikarp_assets.core.notify import read_eml
 from magikarp_assets.core.promotion import promote
 from magikarp_assets.core.registry import ModelRegistry
-from magikarp_assets.core.rl.env import MarketEpisode
 from magikarp_assets.core.rl.inference import build_observation, infer_target_weights
-from magikarp_assets.core.rl.training import load_policy, train_policy
+from magikarp_assets.core.rl.training import load_policy
 from magikarp_assets.core.signals import BUY, DEFAULT_EQUAL_WEIGHT_FRACTION, SELL
-from magikarp_assets.core.slots import SlotMap, update_slot_map
-from magikarp_assets.core.spec import N_FEATURES, SLOT_ACTIVE, SLOT_ARCHIVE
-from magikarp_assets.core.storage import LocalBlobStore, arrays_to_npz_bytes, frame_to_parquet_bytes
+from magikarp_assets.core.spec import SLOT_ACTIVE, SLOT_ARCHIVE
+from magikarp_assets.core.storage import LocalBlobStore
 from magikarp_assets.defs.features.tensor_asset import FEATURE_TENSOR
 from magikarp_assets.defs.ingestion.assets import BENCHMARK_PRICES
 from magikarp_assets.defs.partitions import trading_day_partitions
 from magikarp_assets.defs.signals import assets as signals
 from magikarp_assets.defs.signals import reporting
-from magikarp_assets.defs.signals.sensors import run_failure_alert
 from magikarp_assets.defs.universe.assets import SLOT_MAP
 from magikarp_assets.resources.io_manager import PartitionedParquetIOManager
 from magikarp_assets.resources.model_registry import ModelRegistryResource
 from magikarp_assets.resources.notifier import NotifierResource
+from magikarp_tests.support.world import alert_run_failure, register_tiny_ppo, store_world, tensor_episode
 from magikarp_tests.support_smtp import free_port
 
 RUN_DAYS = trading_days("2016-06-01", "2016-06-08")  # 6 sessions
@@ -53,94 +48,18 @@ UPSTREAM = [
 ASSETS = [*UPSTREAM, signals.paper_trading, reporting.performance_metrics, reporting.daily_report]
 
 
-def _features(close: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Trailing-only indicators: vol-scaled log returns over 1/5/10/20 sessions, distance to the 20-session
-    mean, and the 20-session volatility (the rest of the 32 features stay 0)."""
-    log_close = np.log(close.ffill())
-    vol = log_close.diff().rolling(20, min_periods=2).std().fillna(0.02).clip(lower=1e-3)
-    out = {f"ret_{h}": (log_close - log_close.shift(h)) / (vol * np.sqrt(h)) for h in (1, 5, 10, 20)}
-    out["dist_mean_20"] = log_close - log_close.rolling(20, min_periods=1).mean()
-    out["vol_20"] = vol
-    return {name: frame.fillna(0.0) for name, frame in out.items()}
-
-
-def _tensor(
-    slot_map: SlotMap, day: pd.Timestamp, close: pd.DataFrame, features: dict
-) -> dict[str, np.ndarray]:
-    """A session's tensor per the feature_tensor contract, from the real closes."""
-    tickers, state = slot_map.ticker_vector(), slot_map.state_vector()
-    column = close.columns.get_indexer(tickers)
-    known = (tickers != "") & (column >= 0)
-    prices = np.full(len(tickers), np.nan)
-    prices[known] = close.loc[day].to_numpy()[column[known]]
-    if day == GAP_DAY:
-        prices[tickers == GAP_TICKER] = np.nan
-    values = np.zeros((len(tickers), N_FEATURES), np.float32)
-    for j, frame in enumerate(features.values()):
-        values[known, j] = frame.loc[day].to_numpy()[column[known]]
-    return {
-        "features": values,
-        "tradable": np.isfinite(prices) & (state == SLOT_ACTIVE),
-        "close": prices,
-        "slot_state": state,
-        "slot_map_version": np.array(slot_map.version),
-        "feature_spec_hash": np.array(FEATURE_SPEC_HASH),
-    }
-
-
-def _register(registry: ModelRegistry, episode: MarketEpisode, version: str, seed: int) -> None:
-    hyper = {"n_steps": 16, "batch_size": 16, "n_epochs": 1, "env_kwargs": {"temperature": TEMPERATURE}}
-    result = train_policy(episode, "ppo", 16, seed, hyper)
-    registry.register(
-        result.model_bytes,
-        {
-            "version": version,
-            "algorithm": "ppo",
-            "hyper_parameters": hyper,
-            "training_window": (TRAIN_DAYS[0].date(), TRAIN_DAYS[-1].date()),
-            "feature_spec_hash": FEATURE_SPEC_HASH,
-            "slot_map_version": "sm-train",
-            "metrics": {},
-        },
-    )
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     """Storage holding the run sessions' tensors, slot maps and benchmark prices, and two trained models."""
     root = tmp_path_factory.mktemp("world")
     store = LocalBlobStore(root)
-    universe = sample_universe()
-    days = TRAIN_DAYS.append(RUN_DAYS)
-    bars = SampleSource("iex").fetch_ohlcv(
-        universe["ticker"].tolist(), dt.date(2016, 3, 1), RUN_DAYS[-1].date()
+    tensors = store_world(
+        store, TRAIN_DAYS.append(RUN_DAYS), RUN_DAYS, leaver=(LEAVER, LEAVES_ON), gap=(GAP_TICKER, GAP_DAY)
     )
-    close = bars.pivot(index="date", columns="ticker", values="close").sort_index()
-    features = _features(close)
-    slot_map, tensors = None, []
-    for day in days:
-        members = [t for t in members_on(universe, day) if not (t == LEAVER and day >= LEAVES_ON)]
-        slot_map = update_slot_map(slot_map, members, day)
-        tensors.append(_tensor(slot_map, day, close, features))
-        if day in RUN_DAYS:
-            key = day.strftime("%Y-%m-%d")
-            store.put_bytes(f"feature_tensor/{key}.npz", arrays_to_npz_bytes(tensors[-1]))
-            store.put_bytes(
-                f"slot_map/{key}.parquet", frame_to_parquet_bytes(slot_map.to_frame().assign(date=day))
-            )
-    bench = SampleSource("benchmarks").fetch_ohlcv(["QQQ", "SPY"], RUN_DAYS[0].date(), RUN_DAYS[-1].date())
-    bench = bench.assign(adj_close=bench["adj_close"].fillna(bench["close"]))
-    for day, rows in bench.groupby("date"):
-        frame = rows[["date", "ticker", "close", "adj_close", "source"]].reset_index(drop=True)
-        store.put_bytes(f"benchmark_prices/{day:%Y-%m-%d}.parquet", frame_to_parquet_bytes(frame))
-    train = tensors[: len(TRAIN_DAYS)]
-    episode = MarketEpisode(
-        **{key: np.stack([t[key] for t in train]) for key in ("features", "close", "tradable", "slot_state")},
-        dates=TRAIN_DAYS,
-    )
+    episode = tensor_episode(tensors[: len(TRAIN_DAYS)], TRAIN_DAYS)
     registry = ModelRegistry(store)
-    _register(registry, episode, "ppo-v1", seed=1)
-    _register(registry, episode, "ppo-v2", seed=2)
+    for seed, version in enumerate(("ppo-v1", "ppo-v2"), start=1):
+        register_tiny_ppo(registry, episode, version, seed, TEMPERATURE)
     return root
 
 
@@ -248,14 +167,7 @@ def test_no_production_model_fails_clearly_and_the_failure_sensor_alerts(env):
     message = _error(result)
     assert "no production model" in message and "promote_model" in message
     assert not (root / "portfolio_state").exists() and not (root / "daily_recommendations").exists()
-    context = dg.build_run_status_sensor_context(
-        sensor_name="run_failure_alert",
-        dagster_event=result.get_run_failure_event(),
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        resources={"notifier": resources["notifier"]},
-    )
-    run_failure_alert(context)
+    alert_run_failure(result, instance, resources["notifier"])
     (mail_path,) = outbox.glob("*.eml")
     mail = read_eml(mail_path)
     assert (

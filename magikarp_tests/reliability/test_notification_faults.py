@@ -10,9 +10,9 @@ from magikarp_assets.core.notify import DeliveryError, read_eml
 from magikarp_assets.core.storage import LocalBlobStore, frame_to_parquet_bytes
 from magikarp_assets.defs.partitions import trading_day_partitions
 from magikarp_assets.defs.signals import assets as signals
-from magikarp_assets.defs.signals.sensors import run_failure_alert
 from magikarp_assets.resources.io_manager import PartitionedParquetIOManager
 from magikarp_assets.resources.notifier import NotifierResource
+from magikarp_tests.support.world import alert_run_failure
 from magikarp_tests.support_smtp import SMTP_PASSWORD, SMTP_USER, free_port, run_smtp_server
 
 DAYS = ["2016-06-01", "2016-06-02"]
@@ -111,15 +111,8 @@ def test_smtp_down_keeps_recommendations_and_pending_mail_alarms_and_delivers_on
     assert f"127.0.0.1:{port}" in alarm.get_body(("plain",)).get_content()
 
     # The run failure sensor tries to mail on-call too: that also stays pending, and the tick fails loudly.
-    context = dg.build_run_status_sensor_context(
-        sensor_name="run_failure_alert",
-        dagster_event=failed.get_run_failure_event(),
-        dagster_instance=instance,
-        dagster_run=failed.dagster_run,
-        resources={"notifier": resources["notifier"]},
-    )
     with pytest.raises(DeliveryError, match=rf"smtp delivery to 127.0.0.1:{port} failed"):
-        run_failure_alert(context)
+        alert_run_failure(failed, instance, resources["notifier"])
     assert len(list((root / "outbox" / "pending").glob("*.eml"))) == 2
 
     with run_smtp_server(port=port, certificate=tls_certificate) as server:  # SMTP is back

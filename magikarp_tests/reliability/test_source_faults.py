@@ -8,7 +8,6 @@ import pytest
 
 from magikarp_assets.core.notify import read_eml
 from magikarp_assets.defs.ingestion import assets as ingestion
-from magikarp_assets.defs.signals.sensors import run_failure_alert
 from magikarp_assets.resources.io_manager import PartitionedParquetIOManager
 from magikarp_assets.resources.market_data import MarketDataResource
 from magikarp_assets.resources.notifier import NotifierResource
@@ -19,6 +18,7 @@ from magikarp_tests.support.fake_market_api import (
     yahoo_chart_json,
     yahoo_chart_not_found,
 )
+from magikarp_tests.support.world import alert_run_failure
 
 POLYGON_KEY = "pk-test-Q7zR2m9XvL4t"
 TICKERS = ["AAPL", "MSFT", "XOM", "JNJ", "BRK-B", "KO"]
@@ -173,14 +173,7 @@ def test_total_outage_fails_the_day_alerts_keeps_earlier_days_and_recovers(world
     assert after == before  # the earlier partition is byte-identical; nothing of the failed day exists
     assert not (root / "store" / "raw_ohlcv" / f"{NEXT}.parquet").exists()
 
-    context = dg.build_run_status_sensor_context(
-        sensor_name="run_failure_alert",
-        dagster_event=failed.get_run_failure_event(),
-        dagster_instance=instance,
-        dagster_run=failed.dagster_run,
-        resources={"notifier": resources["notifier"]},
-    )
-    run_failure_alert(context)
+    alert_run_failure(failed, instance, resources["notifier"])
     (mail_path,) = (root / "outbox").glob("*.eml")
     mail = read_eml(mail_path)
     assert mail["Subject"].strip() == f"[TMagikarp CRITICAL] Run failed: __ephemeral_asset_job__ for {NEXT}"

@@ -1,1 +1,1 @@
-"""Test support: local stand-ins for the outside world (market data APIs) that tests can script."""
+"""Test support: local stand-ins for the outside world (fake market API) and small worlds of real sample sessions (world.py)."""
