@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import time
 
@@ -101,10 +102,16 @@ def _measure(fn, *args) -> dict:
     return out
 
 
+def _load() -> str:
+    """The 1-minute load average now (the cores may be shared: read every wall time beside it)."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def run(quick: bool = False) -> list[dict]:
     peer_sizes = (30,) if quick else (30, 300)
     rows = []
     for n in peer_sizes:
+        load = _load()
         ours, peer = _measure(_ours, n, False), _measure(_finrl, n)
         rows.append(
             {
@@ -114,17 +121,24 @@ def run(quick: bool = False) -> list[dict]:
                 "finrl_s": peer["seconds"],
                 "finrl_mb": peer["peak_mb"],
                 "ratio": peer["seconds"] / ours["seconds"],
+                "load": f"{load} / {_load()}",
             }
         )
     big = 300 if quick else 3000
-    ours = _measure(_ours, big, False)
-    rows.append(
-        {"case": f"full 3-year build, {big} stocks", "ours_s": ours["seconds"], "ours_mb": ours["peak_mb"]}
-    )
-    day = _measure(_ours, big, True)
-    rows.append(
-        {"case": f"one incremental day, {big} stocks", "ours_s": day["seconds"], "ours_mb": day["peak_mb"]}
-    )
+    for case, incremental in (
+        (f"full 3-year build, {big} stocks", False),
+        (f"one incremental day, {big} stocks", True),
+    ):
+        load = _load()
+        ours = _measure(_ours, big, incremental)
+        rows.append(
+            {
+                "case": case,
+                "ours_s": ours["seconds"],
+                "ours_mb": ours["peak_mb"],
+                "load": f"{load} / {_load()}",
+            }
+        )
     return rows
 
 
@@ -149,8 +163,9 @@ def _targets(rows: list[dict]) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| case | ours (s) | ours peak RSS (MB) | FinRL (s) | FinRL peak RSS (MB) | FinRL / ours |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| case | ours (s) | ours peak RSS (MB) | FinRL (s) | FinRL peak RSS (MB) | FinRL / ours "
+        "| load before / after |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         peer = (
@@ -158,12 +173,14 @@ def markdown(rows: list[dict]) -> str:
             if "finrl_s" in r
             else "not run (minutes, superlinear) | | "
         )
-        lines.append(f"| {r['case']} | {r['ours_s']:.2f} | {r['ours_mb']:.0f} | {peer} |")
+        lines.append(f"| {r['case']} | {r['ours_s']:.2f} | {r['ours_mb']:.0f} | {peer} | {r['load']} |")
     lines.append("\n" + _targets(rows))
     lines.append(
         "\nOurs: all 32 features (15 technical, 10 point-in-time fundamental, 2 temporal, 5 padding), "
         "cross-sectionally normalised. FinRL: FeatureEngineer with its default INDICATORS (8 stockstats "
-        "columns), no VIX/turbulence. Peak RSS includes generating the synthetic market in the same process."
+        "columns), no VIX/turbulence. Peak RSS includes generating the synthetic market in the same "
+        "process. Load: the 1-minute load average of the 2 cores before and after the case (other jobs "
+        "may share them)."
     )
     return "\n".join(lines)
 

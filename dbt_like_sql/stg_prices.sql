@@ -49,15 +49,39 @@ cells AS (
     CROSS JOIN window_sessions AS s
     LEFT JOIN numbered AS b USING (ticker, sess)
 ),
+-- The rows stream in (ticker, sess) order (order-preserving steps, checking that order): last_bar is the
+-- ticker's latest bar so far, so the bar as of the session (at most 5 sessions old) is last_bar when that
+-- recent, and the bar as of the previous session is the previous row's last_bar when at most 6 sessions old.
+latest_bars AS (
+    SELECT
+        *,
+        row_number() OVER stream AS pos,
+        last_value(CASE WHEN bar IS NOT NULL THEN {'ticker': ticker, 'bar': bar} END IGNORE NULLS) OVER stream
+            AS last_bar,
+        CASE
+            WHEN lag(ticker) OVER stream > ticker
+                OR (lag(ticker) OVER stream = ticker AND lag(sess) OVER stream >= sess)
+                THEN error('stg_prices: rows not in (ticker, sess) order at ' || ticker || ' ' || date)
+        END AS sorted_check
+    FROM (SELECT * FROM cells ORDER BY ticker, sess)
+    WINDOW stream AS (ROWS UNBOUNDED PRECEDING)
+),
 as_of AS (
     SELECT
         date,
         ticker,
         sess,
-        last_value(bar IGNORE NULLS) OVER (w ROWS 5 PRECEDING) AS cur,
-        last_value(bar IGNORE NULLS) OVER (w ROWS BETWEEN 6 PRECEDING AND 1 PRECEDING) AS prev
-    FROM cells
-    WINDOW w AS (PARTITION BY ticker ORDER BY sess)
+        CASE WHEN last_bar.ticker = ticker AND last_bar.bar.sess >= sess - 5 THEN last_bar.bar END AS cur,
+        CASE WHEN prev_bar.ticker = ticker AND prev_bar.bar.sess >= sess - 6 THEN prev_bar.bar END AS prev,
+        checked
+    FROM (
+        SELECT
+            *,
+            lag(last_bar) OVER stream AS prev_bar,
+            stream_check(pos, lag(pos) OVER stream, sorted_check, 'stg_prices') AS checked
+        FROM latest_bars
+        WINDOW stream AS (ROWS UNBOUNDED PRECEDING)
+    )
 )
 SELECT
     date,
@@ -80,4 +104,4 @@ SELECT
         ELSE cur.close / prev.close - 1
     END AS ret_1d
 FROM as_of
-WHERE cur IS NOT NULL AND date IN (SELECT date FROM targets)
+WHERE cur IS NOT NULL AND date IN (SELECT date FROM targets) AND checked

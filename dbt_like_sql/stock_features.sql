@@ -50,7 +50,8 @@ counted AS (
     SELECT *, list_value(*COLUMNS(* EXCLUDE (date, ticker, info))) AS raw_values
     FROM finite
 ),
--- per day and feature: first quartile (q1), median (q2) and third quartile (q3) across the day's stocks.
+-- per day and feature: first quartile (q1), median (q2) and third quartile (q3) across the day's stocks,
+-- kept as the median and the robust scale (macros/robust_z.sql).
 -- The day is keyed "Day" so that the lower-case pattern below picks the 25 feature columns only.
 quartiles AS (
     SELECT
@@ -62,9 +63,8 @@ quartiles AS (
 day_quartiles AS (
     SELECT
         "Day" AS date,
-        COLUMNS('^([a-z].*)$')[1] AS 'q1_\1',
         COLUMNS('^([a-z].*)$')[2] AS 'q2_\1',
-        COLUMNS('^([a-z].*)$')[3] AS 'q3_\1'
+        robust_scale(COLUMNS('^([a-z].*)$')[1], COLUMNS('^([a-z].*)$')[3]) AS 'scale_\1'
     FROM quartiles
 )
 SELECT
@@ -76,31 +76,31 @@ SELECT
     v.info.close AS last_close,
     coalesce(v.info.stale_sessions = 0, false) AS valid,
     len(v.raw_values) - list_count(v.raw_values) AS n_missing,
-    robust_z(v.ret_1d, q1_ret_1d, q2_ret_1d, q3_ret_1d) AS ret_1d,
-    robust_z(v.ret_5d, q1_ret_5d, q2_ret_5d, q3_ret_5d) AS ret_5d,
-    robust_z(v.ret_21d, q1_ret_21d, q2_ret_21d, q3_ret_21d) AS ret_21d,
-    robust_z(v.ret_63d, q1_ret_63d, q2_ret_63d, q3_ret_63d) AS ret_63d,
-    robust_z(v.volatility_21d, q1_volatility_21d, q2_volatility_21d, q3_volatility_21d) AS volatility_21d,
-    robust_z(v.rsi_14, q1_rsi_14, q2_rsi_14, q3_rsi_14) AS rsi_14,
-    robust_z(v.macd, q1_macd, q2_macd, q3_macd) AS macd,
-    robust_z(v.macd_signal, q1_macd_signal, q2_macd_signal, q3_macd_signal) AS macd_signal,
-    robust_z(v.bollinger_pct_b, q1_bollinger_pct_b, q2_bollinger_pct_b, q3_bollinger_pct_b) AS bollinger_pct_b,
-    robust_z(v.atr_ratio_14, q1_atr_ratio_14, q2_atr_ratio_14, q3_atr_ratio_14) AS atr_ratio_14,
-    robust_z(v.volume_zscore_21, q1_volume_zscore_21, q2_volume_zscore_21, q3_volume_zscore_21) AS volume_zscore_21,
-    robust_z(v.price_vs_sma50, q1_price_vs_sma50, q2_price_vs_sma50, q3_price_vs_sma50) AS price_vs_sma50,
-    robust_z(v.price_vs_sma200, q1_price_vs_sma200, q2_price_vs_sma200, q3_price_vs_sma200) AS price_vs_sma200,
-    robust_z(v.adx_14, q1_adx_14, q2_adx_14, q3_adx_14) AS adx_14,
-    robust_z(v.cci_20, q1_cci_20, q2_cci_20, q3_cci_20) AS cci_20,
-    robust_z(v.pe_ratio, q1_pe_ratio, q2_pe_ratio, q3_pe_ratio) AS pe_ratio,
-    robust_z(v.pb_ratio, q1_pb_ratio, q2_pb_ratio, q3_pb_ratio) AS pb_ratio,
-    robust_z(v.ps_ratio, q1_ps_ratio, q2_ps_ratio, q3_ps_ratio) AS ps_ratio,
-    robust_z(v.eps_ttm, q1_eps_ttm, q2_eps_ttm, q3_eps_ttm) AS eps_ttm,
-    robust_z(v.eps_growth, q1_eps_growth, q2_eps_growth, q3_eps_growth) AS eps_growth,
-    robust_z(v.roe, q1_roe, q2_roe, q3_roe) AS roe,
-    robust_z(v.debt_to_equity, q1_debt_to_equity, q2_debt_to_equity, q3_debt_to_equity) AS debt_to_equity,
-    robust_z(v.profit_margin, q1_profit_margin, q2_profit_margin, q3_profit_margin) AS profit_margin,
-    robust_z(v.revenue_growth, q1_revenue_growth, q2_revenue_growth, q3_revenue_growth) AS revenue_growth,
-    robust_z(v.log_market_cap, q1_log_market_cap, q2_log_market_cap, q3_log_market_cap) AS log_market_cap,
+    robust_z(v.ret_1d, q2_ret_1d, scale_ret_1d) AS ret_1d,
+    robust_z(v.ret_5d, q2_ret_5d, scale_ret_5d) AS ret_5d,
+    robust_z(v.ret_21d, q2_ret_21d, scale_ret_21d) AS ret_21d,
+    robust_z(v.ret_63d, q2_ret_63d, scale_ret_63d) AS ret_63d,
+    robust_z(v.volatility_21d, q2_volatility_21d, scale_volatility_21d) AS volatility_21d,
+    robust_z(v.rsi_14, q2_rsi_14, scale_rsi_14) AS rsi_14,
+    robust_z(v.macd, q2_macd, scale_macd) AS macd,
+    robust_z(v.macd_signal, q2_macd_signal, scale_macd_signal) AS macd_signal,
+    robust_z(v.bollinger_pct_b, q2_bollinger_pct_b, scale_bollinger_pct_b) AS bollinger_pct_b,
+    robust_z(v.atr_ratio_14, q2_atr_ratio_14, scale_atr_ratio_14) AS atr_ratio_14,
+    robust_z(v.volume_zscore_21, q2_volume_zscore_21, scale_volume_zscore_21) AS volume_zscore_21,
+    robust_z(v.price_vs_sma50, q2_price_vs_sma50, scale_price_vs_sma50) AS price_vs_sma50,
+    robust_z(v.price_vs_sma200, q2_price_vs_sma200, scale_price_vs_sma200) AS price_vs_sma200,
+    robust_z(v.adx_14, q2_adx_14, scale_adx_14) AS adx_14,
+    robust_z(v.cci_20, q2_cci_20, scale_cci_20) AS cci_20,
+    robust_z(v.pe_ratio, q2_pe_ratio, scale_pe_ratio) AS pe_ratio,
+    robust_z(v.pb_ratio, q2_pb_ratio, scale_pb_ratio) AS pb_ratio,
+    robust_z(v.ps_ratio, q2_ps_ratio, scale_ps_ratio) AS ps_ratio,
+    robust_z(v.eps_ttm, q2_eps_ttm, scale_eps_ttm) AS eps_ttm,
+    robust_z(v.eps_growth, q2_eps_growth, scale_eps_growth) AS eps_growth,
+    robust_z(v.roe, q2_roe, scale_roe) AS roe,
+    robust_z(v.debt_to_equity, q2_debt_to_equity, scale_debt_to_equity) AS debt_to_equity,
+    robust_z(v.profit_margin, q2_profit_margin, scale_profit_margin) AS profit_margin,
+    robust_z(v.revenue_growth, q2_revenue_growth, scale_revenue_growth) AS revenue_growth,
+    robust_z(v.log_market_cap, q2_log_market_cap, scale_log_market_cap) AS log_market_cap,
     greatest(least(CAST(datediff('day', v.info.since, v.date) AS DOUBLE) / 365.25 / 5 - 1, 1), -1) AS tenure,
     CAST(CASE WHEN v.info.state = 1 THEN 1 ELSE -1 END AS DOUBLE) AS slot_state,
     CAST(0 AS DOUBLE) AS pad_1,

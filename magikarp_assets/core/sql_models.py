@@ -157,15 +157,32 @@ def required_dates(
     :param dates: the sessions requested.
     :param models: all models (from :func:`load_models`).
     """
-    need: dict[str, set[pd.Timestamp]] = {name: {ensure_trading_day(d) for d in dates}}
+    sessions = _naive_sessions()
+    # session positions (numbers) of each node's needed days: a lookback window is a range of positions
+    need: dict[str, np.ndarray] = {name: sessions.get_indexer([ensure_trading_day(d) for d in dates])}
     for current in reversed(topological_order(models)):
         if current not in need:
             continue
-        model = models[current]
-        window = {s for d in need[current] for s in _sessions_back(d, model.lookback)}
-        for ref in model.refs:
-            need.setdefault(ref, set()).update(window)
-    return {m: pd.DatetimeIndex(sorted(days)) for m, days in need.items()}
+        positions = np.unique(need[current])
+        need[current] = positions
+        lookback = models[current].lookback
+        if lookback and len(positions):
+            # union of the windows [p - lookback, p], clipped at the calendar's first session
+            covered = np.zeros(int(positions[-1]) + 1, dtype=np.int64)
+            np.add.at(covered, np.maximum(positions - lookback, 0), 1)
+            np.add.at(covered, positions[positions + 1 < len(covered)] + 1, -1)
+            window = np.flatnonzero(np.cumsum(covered) > 0)
+        else:
+            window = positions
+        for ref in models[current].refs:
+            need[ref] = np.concatenate([need[ref], window]) if ref in need else window
+    return {m: pd.DatetimeIndex(sessions[np.unique(pos)]) for m, pos in need.items()}
+
+
+@lru_cache(maxsize=1)
+def _naive_sessions() -> pd.DatetimeIndex:
+    """The NYSE calendar's sessions as tz-naive midnight timestamps."""
+    return pd.DatetimeIndex(nyse().sessions).tz_localize(None)
 
 
 def run_model(
