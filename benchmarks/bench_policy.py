@@ -2,16 +2,17 @@
 [256, 256] on the flattened observation (the source design): size, collection and update cost, one full
 PPO iteration and one-day inference latency.
 
-Run: ``.venv/bin/python -m benchmarks.bench_policy [--quick] [--threads N]``; with ``--learning`` it runs
-the architecture learning check instead (:func:`learning`, about 10 minutes).
+Run: ``.venv/bin/python -m benchmarks.bench_policy [--quick] [--threads N] [--flat-full]``; with
+``--learning`` it runs the architecture learning check instead (:func:`learning`, about 10 minutes).
 
 Both policies run in the same process, on the same synthetic market, with the same torch thread count and
 the same PPO settings (batch 64). Each is timed on the same small iteration (rollout then update), which
 gives its cost per environment step collected and per gradient step. The slot-shared policy is also timed
 on one real SB3-default iteration (2,048 steps, 10 epochs: 320 gradient steps); for the flat policy that
-iteration is extrapolated from its small one and labelled so. Last, both are timed again with glibc malloc
-told to keep freed memory, which removes the flat policy's page-fault cost (an allocator setting, not part
-of either design, reported so the speed-up is not credited to the default allocator).
+iteration is extrapolated from its small one and labelled so, or timed too with ``--flat-full``. Last,
+both are timed again with glibc malloc told to keep freed memory, which removes the flat policy's
+page-fault cost (an allocator setting, not part of either design, reported so the speed-up is not credited
+to the default allocator).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import io
 import math
+import os
 import statistics
 import sys
 import time
@@ -164,10 +166,33 @@ def _size_and_latency(model: PPO, episode: MarketEpisode) -> dict[str, Any]:
     }
 
 
-def _measured(name: str, episode: MarketEpisode, iteration: tuple[int, int], allocator: str) -> dict:
+def _measured(
+    name: str, episode: MarketEpisode, iteration: tuple[int, int], allocator: str, nan_tolerant: bool = False
+) -> dict:
+    """Time one iteration of a fresh model and report its size and inference latency.
+
+    :param nan_tolerant: turn off torch's distribution argument checks, so a policy whose outputs become NaN
+        (the flat one can diverge within a few epochs on this random market) still runs its iteration to
+        the end; ``finite`` then says whether its parameters stayed finite.
+    """
+    load_start = os.getloadavg()[0]
     model = _model(name, episode, *iteration)
-    timed = _iteration(model)  # the file is saved after training: it then holds Adam's state too
-    return {"policy": name, "allocator": allocator, **_size_and_latency(model, episode), **timed}
+    validate = th.distributions.Distribution._validate_args
+    th.distributions.Distribution.set_default_validate_args(not nan_tolerant and validate)
+    try:
+        timed = _iteration(model)  # the file is saved after training: it then holds Adam's state too
+        size_and_latency = _size_and_latency(model, episode)
+    finally:
+        th.distributions.Distribution.set_default_validate_args(validate)
+    finite = all(bool(th.isfinite(p).all()) for p in model.policy.parameters())
+    return {
+        "policy": name,
+        "allocator": allocator,
+        **size_and_latency,
+        **timed,
+        "finite": finite,
+        "load_1min": (load_start, os.getloadavg()[0]),
+    }
 
 
 def _keep_freed_memory() -> bool:
@@ -183,9 +208,10 @@ def _keep_freed_memory() -> bool:
     )
 
 
-def run(quick: bool = False, threads: int = THREADS) -> list[dict]:
+def run(quick: bool = False, threads: int = THREADS, flat_full: bool = False) -> list[dict]:
     """Time both policies on the same small PPO iteration; unless ``quick``, also the slot-shared one on a
-    full SB3-default iteration (extrapolated for the flat one), then both again on the small iteration with
+    full SB3-default iteration (extrapolated for the flat one unless ``flat_full``), then both again on the
+    small iteration with
     glibc malloc keeping freed memory (the flat policy spends about a third of its update in page faults
     otherwise); one row per (policy, iteration, allocator).
 
@@ -197,6 +223,8 @@ def run(quick: bool = False, threads: int = THREADS) -> list[dict]:
     :param quick: a 64-step, 1-epoch small iteration only (smoke run, under a minute); otherwise a 256-step,
         2-epoch small iteration, the full one and the allocator rows (about 4 minutes).
     :param threads: torch threads, the same for both policies.
+    :param flat_full: time the flat policy's full iteration too instead of extrapolating it (about 5 more
+        minutes and 2 GB more memory).
     """
     small = SMALL_ITERATION[quick]
     episode = production_market()
@@ -206,7 +234,11 @@ def run(quick: bool = False, threads: int = THREADS) -> list[dict]:
         rows = [_measured(name, episode, small, "default") for name in POLICIES]
         if not quick:
             rows.append(_measured(OURS, episode, FULL_ITERATION, "default"))
-            rows.append(_extrapolated(rows[1], *FULL_ITERATION))
+            rows.append(
+                _measured(FLAT, episode, FULL_ITERATION, "default", nan_tolerant=True)
+                if flat_full
+                else _extrapolated(rows[1], *FULL_ITERATION)
+            )
             if _keep_freed_memory():
                 rows += [_measured(name, episode, small, "keeps freed memory") for name in POLICIES]
     finally:
@@ -225,25 +257,30 @@ def markdown(rows: list[dict]) -> str:
     :param rows: the rows returned by :func:`run`.
     """
     small = rows[0]["n_steps"]
+    flat_full = any(r["policy"] == FLAT and r["n_steps"] == FULL_ITERATION[0] and r["measured"] for r in rows)
     lines = [
-        f"`{COMMAND}`; {rows[0]['threads']} torch thread(s) for both policies; PPO batch {BATCH_SIZE}; "
+        f"`{COMMAND}{' --flat-full' if flat_full else ''}`; {rows[0]['threads']} torch thread(s) for both "
+        f"policies; PPO batch {BATCH_SIZE}; "
         "3,000 active + 300 archived + 300 padding slots. *Extrapolated* rows are computed from the same "
         "policy's measured small iteration, not timed. Allocator: glibc malloc as configured by default, or "
-        "set to keep freed memory (see `run`).",
+        "set to keep freed memory (see `run`). Load: the machine's 1-minute load average (2 cores) when the "
+        "row's run started and ended.",
         "",
         "| policy | allocator | parameters | file (MB) | inference, one day (ms) | iteration (steps x epochs "
         "= gradient steps) | collect (ms/env step) | update (ms/gradient step) | iteration (s) "
-        "| env steps/s incl. update |",
-        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| env steps/s incl. update | load |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         how = "measured" if r["measured"] else "*extrapolated*"
+        how += "" if r["finite"] else " (parameters became NaN)"
+        load = "" if not r["measured"] else "{:.1f} to {:.1f}".format(*r["load_1min"])
         lines.append(
             f"| {r['policy']} | {r['allocator']} | {r['parameters']:,} | {r['file_mb']:,.2f} "
             f"| {r['inference_ms_one_day']:,.1f} "
             f"| {r['n_steps']:,} x {r['n_epochs']} = {r['gradient_steps']}, {how} "
             f"| {r['collect_ms_per_step']:,.1f} | {r['update_ms_per_gradient_step']:,.0f} "
-            f"| {r['iteration_s']:,.1f} | {r['steps_per_s']:,.1f} |"
+            f"| {r['iteration_s']:,.1f} | {r['steps_per_s']:,.1f} | {load} |"
         )
     lines += [
         "",
@@ -254,10 +291,13 @@ def markdown(rows: list[dict]) -> str:
         f"{_ratio(rows, 'inference_ms_one_day', small)} faster inference, "
         f"{_ratio(rows, 'file_mb', small)} smaller file.",
     ]
-    if any(not r["measured"] for r in rows):
+    full = [r for r in rows if r["n_steps"] == FULL_ITERATION[0]]
+    if full:
+        flat_how = "measured" if flat_full else "extrapolated"
         lines.append(
             f"- Full {FULL_ITERATION[0]:,} x {FULL_ITERATION[1]} iteration, slot-shared measured vs flat "
-            f"extrapolated: {_ratio(rows, 'iteration_s', FULL_ITERATION[0])} faster."
+            f"{flat_how}: {_ratio(rows, 'iteration_s', FULL_ITERATION[0])} faster per iteration, "
+            f"{_ratio(rows, 'update_ms_per_gradient_step', FULL_ITERATION[0])} per gradient step."
         )
     if any(r["allocator"] != "default" for r in rows):
         tuned = "keeps freed memory"
@@ -359,4 +399,4 @@ if __name__ == "__main__":
         print(learning_markdown(learning()))
     else:
         threads = int(arguments[arguments.index("--threads") + 1]) if "--threads" in arguments else THREADS
-        print(markdown(run(quick="--quick" in arguments, threads=threads)))
+        print(markdown(run("--quick" in arguments, threads, flat_full="--flat-full" in arguments)))

@@ -16,7 +16,12 @@ from stable_baselines3 import PPO
 
 from magikarp_assets.core.rl import COL_TRADABLE, MarketEpisode, PortfolioEnv
 from magikarp_assets.core.rl import policy as policy_module
-from magikarp_assets.core.rl.policy import MaskedMeanMax, SlotSharedActorCriticPolicy, check_slot_spaces
+from magikarp_assets.core.rl.policy import (
+    ReluMeanMax,
+    SlotSharedActorCriticPolicy,
+    block_max,
+    check_slot_spaces,
+)
 from magikarp_assets.core.rl.sac_policy import SlotSharedSACPolicy
 from magikarp_assets.core.spec import N_FEATURES, SLOT_ACTIVE, SLOT_ARCHIVE, SLOT_PADDING
 
@@ -177,17 +182,41 @@ def test_sac_actor_and_critic_are_permutation_equivariant(observations, order) -
         assert _close(q_p, q)
 
 
-def test_masked_mean_max_gradient_matches_finite_differences() -> None:
+def test_relu_mean_max_matches_autograd_and_finite_differences() -> None:
     rng = np.random.default_rng(5)
-    embedded = th.tensor(rng.uniform(0.1, 2.0, size=(3, 7, 4)), dtype=th.float64, requires_grad=True)
+    pre = th.tensor(rng.uniform(-1.0, 2.0, size=(3 * 7, 4)), dtype=th.float64, requires_grad=True)
     mask = th.tensor(rng.uniform(size=(3, 7)) < 0.6, dtype=th.float64)
-    mask[1] = 0.0  # a day with no tradable slot: zeros, and no gradient
+    mask[1] = 0.0  # a day with no tradable slot: zeros, and no gradient through the pooling
     mask[2, 0] = 1.0
-    mean, top = MaskedMeanMax.apply(embedded, mask)
-    kept = embedded.detach() * mask.unsqueeze(-1)
+    embedded, mean, top = ReluMeanMax.apply(pre.detach().clone(), mask)
+    kept = pre.detach().relu().view(3, 7, 4) * mask.unsqueeze(-1)
+    assert th.equal(embedded, pre.detach().relu())
     assert th.allclose(mean, kept.sum(1) / mask.sum(1, keepdim=True).clamp(min=1))
     assert th.equal(top, kept.amax(1)) and (top[1] == 0).all()
-    assert th.autograd.gradcheck(lambda e: MaskedMeanMax.apply(e, mask), (embedded,))
+    weights = th.tensor(rng.normal(size=(3, 7, 4)), dtype=th.float64)
+
+    def fused(p: th.Tensor) -> th.Tensor:  # every output used, as the policy uses them
+        out, m, t = ReluMeanMax.apply(p.clone(), mask)
+        return (out.view(3, 7, 4) * weights).sum() + (m * 2.0).sum() + (t * 3.0).sum()
+
+    def reference(p: th.Tensor) -> th.Tensor:
+        out = p.relu().view(3, 7, 4)
+        k = out * mask.unsqueeze(-1)
+        m = k.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return (out * weights).sum() + (m * 2.0).sum() + (k.amax(1) * 3.0).sum()
+
+    (fused_grad,) = th.autograd.grad(fused(pre), pre)
+    (reference_grad,) = th.autograd.grad(reference(pre), pre)
+    assert th.allclose(fused_grad, reference_grad)
+    assert th.autograd.gradcheck(lambda p: ReluMeanMax.apply(p.clone(), mask), (pre,))
+    assert th.autograd.gradcheck(lambda p: ReluMeanMax.apply(p.clone(), mask)[1:], (pre,))
+
+
+@pytest.mark.parametrize("n_slots", [1, 7, 12, 3600])
+def test_block_max_equals_max(n_slots: int) -> None:
+    values = th.rand(3, n_slots, 5, generator=th.Generator().manual_seed(n_slots))
+    values[0] = 0.0  # all tied
+    assert all(th.equal(a, b) for a, b in zip(block_max(values), values.max(dim=1), strict=True))
 
 
 def test_chunked_pass_equals_one_pass(observations, monkeypatch) -> None:
