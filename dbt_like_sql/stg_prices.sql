@@ -36,6 +36,7 @@ numbered AS (
     SELECT
         b.ticker,
         s.sess,
+        date,
         {
             'sess': s.sess, 'open': b.open, 'high': b.high, 'low': b.low, 'close': b.close,
             'adj_close': b.adj_close, 'volume': b.volume, 'source': b.source
@@ -43,49 +44,37 @@ numbered AS (
     FROM bars AS b
     JOIN window_sessions AS s USING (date)
 ),
-cells AS (
-    SELECT k.ticker, s.date, s.sess, b.bar
-    FROM (SELECT DISTINCT ticker FROM numbered) AS k
-    CROSS JOIN window_sessions AS s
-    LEFT JOIN numbered AS b USING (ticker, sess)
-),
--- The rows stream in (ticker, sess) order (order-preserving steps, checking that order): last_bar is the
--- ticker's latest bar so far, so the bar as of the session (at most 5 sessions old) is last_bar when that
--- recent, and the bar as of the previous session is the previous row's last_bar when at most 6 sessions old.
-latest_bars AS (
+-- Each bar is the bar as of its own session and of the sessions after it (age k, at most 5) until the
+-- ticker's next bar: the next bar only ends the fill, so no value for a session uses a bar dated after it.
+-- The bar as of the previous session is this bar on a filled session (k > 0), else the ticker's previous bar
+-- in the window when at most 6 sessions old. Only sessions that have a bar at most 5 sessions old get a
+-- row, so no ticker x session grid is built.
+spans AS (
     SELECT
-        *,
-        row_number() OVER stream AS pos,
-        last_value(CASE WHEN bar IS NOT NULL THEN {'ticker': ticker, 'bar': bar} END IGNORE NULLS) OVER stream
-            AS last_bar,
+        ticker,
+        sess,
+        bar,
+        lag(bar) OVER ticker_bars AS prev_bar,
         CASE
-            WHEN lag(ticker) OVER stream > ticker
-                OR (lag(ticker) OVER stream = ticker AND lag(sess) OVER stream >= sess)
-                THEN error('stg_prices: rows not in (ticker, sess) order at ' || ticker || ' ' || date)
-        END AS sorted_check
-    FROM (SELECT * FROM cells ORDER BY ticker, sess)
-    WINDOW stream AS (ROWS UNBOUNDED PRECEDING)
+            WHEN lead(sess) OVER ticker_bars = sess
+                THEN error('stg_prices: two bars for ' || ticker || ' dated ' || date)
+            ELSE coalesce(lead(sess) OVER ticker_bars, sess + 6)
+        END AS next_sess
+    FROM numbered
+    WINDOW ticker_bars AS (PARTITION BY ticker ORDER BY sess)
 ),
 as_of AS (
     SELECT
-        date,
         ticker,
-        sess,
-        CASE WHEN last_bar.ticker = ticker AND last_bar.bar.sess >= sess - 5 THEN last_bar.bar END AS cur,
-        CASE WHEN prev_bar.ticker = ticker AND prev_bar.bar.sess >= sess - 6 THEN prev_bar.bar END AS prev,
-        checked
-    FROM (
-        SELECT
-            *,
-            lag(last_bar) OVER stream AS prev_bar,
-            stream_check(pos, lag(pos) OVER stream, sorted_check, 'stg_prices') AS checked
-        FROM latest_bars
-        WINDOW stream AS (ROWS UNBOUNDED PRECEDING)
-    )
+        sess + k AS sess,
+        k,
+        bar AS cur,
+        CASE WHEN k > 0 THEN bar WHEN prev_bar.sess >= bar.sess - 6 THEN prev_bar END AS prev
+    FROM (SELECT *, unnest(range(least(next_sess - sess, 6))) AS k FROM spans)
 )
 SELECT
-    date,
-    ticker,
+    t.date,
+    a.ticker,
     cur.open,
     cur.high,
     cur.low,
@@ -94,7 +83,7 @@ SELECT
     coalesce(cur.adj_close, cur.close) AS tr_close,
     cur.volume,
     cur.source,
-    CAST(sess - cur.sess AS INTEGER) AS stale_sessions,
+    CAST(k AS INTEGER) AS stale_sessions,
     prev IS NOT NULL AS continues,
     prev.close AS prev_close,
     prev.high AS prev_high,
@@ -103,5 +92,5 @@ SELECT
         WHEN cur.adj_close IS NOT NULL AND prev.adj_close IS NOT NULL THEN cur.adj_close / prev.adj_close - 1
         ELSE cur.close / prev.close - 1
     END AS ret_1d
-FROM as_of
-WHERE cur IS NOT NULL AND date IN (SELECT date FROM targets) AND checked
+FROM as_of AS a
+JOIN targets AS t USING (sess)

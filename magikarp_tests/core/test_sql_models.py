@@ -142,3 +142,25 @@ def test_required_dates_follow_the_lookback_windows_in_sessions() -> None:
     assert len(technical) == 200 and technical[-1] == pd.Timestamp("2016-06-15")
     assert list(need["stg_prices"]) == list(technical)
     assert len(need["raw_ohlcv"]) == 206 and need["raw_ohlcv"][0] < technical[0]
+
+
+def test_stg_prices_refuses_two_bars_for_one_ticker_and_session() -> None:
+    bar = {
+        "ticker": "AAPL",
+        "open": 1.0,
+        "high": 1.0,
+        "low": 1.0,
+        "close": 1.0,
+        "adj_close": 1.0,
+        "volume": 10.0,
+        "source": "test",
+    }
+    raw = pd.DataFrame(
+        [
+            {**bar, "date": "2016-06-14"},
+            {**bar, "date": "2016-06-15"},
+            {**bar, "date": "2016-06-15", "close": 2.0},
+        ]
+    )
+    with pytest.raises(Exception, match="stg_prices: two bars for AAPL dated 2016-06-15"):
+        run_model("stg_prices", {"raw_ohlcv": raw}, ["2016-06-15"])
