@@ -59,7 +59,7 @@ WARMUP_SESSIONS = 5  # sessions the paper portfolio runs in setup, so the measur
 # The serving model of the setup: a small PPO budget (it only has to exist; training is measured apart).
 SERVING_MODEL = {"total_timesteps": 256, "n_steps": 128, "batch_size": 64, "n_epochs": 1, "seed": SEED}
 # The measured monthly training run: a fixed budget, the other settings CandidateConfig's defaults.
-TRAINING_BUDGET = {False: 2048, True: 256}
+TRAINING_BUDGET = {False: None, True: 256}  # None: CandidateConfig's default budget
 QUICK_WINDOW = {"training_sessions": 60, "backtest_months": 1}
 
 
@@ -193,7 +193,8 @@ def daily(cycle: Cycle, day: pd.Timestamp) -> dict[str, Any]:
 
 def training(cycle: Cycle, day: pd.Timestamp, quick: bool) -> dict[str, Any]:
     """One monthly candidate with a fixed budget; the rest of CandidateConfig at its defaults."""
-    budget = TRAINING_BUDGET[quick]
+    defaults = CandidateConfig.model_fields
+    budget = TRAINING_BUDGET[quick] or defaults["total_timesteps"].default
     config = {"total_timesteps": budget, "seed": SEED, **(QUICK_WINDOW if quick else {})}
     month = f"{day.to_period('M').to_timestamp().date()}"
     result = cycle.stage(
@@ -203,7 +204,6 @@ def training(cycle: Cycle, day: pd.Timestamp, quick: bool) -> dict[str, Any]:
         run_config={"ops": {"candidate_model": {"config": config}}},
     )
     meta = _metadata(result, "candidate_model")
-    defaults = CandidateConfig.model_fields
     return {
         "timesteps": meta["timesteps"],
         "train_seconds": meta["wall_seconds"],

@@ -21,7 +21,11 @@ class CandidateConfig(dg.Config):
     """How the month's candidate is trained (typed run config, visible in the launchpad)."""
 
     algorithm: str = Field(default="ppo", description="ppo | a2c | sac")
-    total_timesteps: int = Field(default=4096, description="environment steps (one step = one session)")
+    total_timesteps: int = Field(
+        default=50_000,
+        description="environment steps (one step = one session); the default takes about 14 min at 3,600 "
+        "slots on 2 cores (docs/benchmarks.md)",
+    )
     seed: int = 0
     training_sessions: int = Field(default=252, description="rolling training window, in sessions")
     backtest_months: int = Field(default=2, description="months between the training window and the month")
