@@ -2,6 +2,7 @@
 -- point in time and raw (not yet normalised).
 -- grain: daily
 -- lookback: 0
+-- per_ticker: true
 --
 -- Point in time: a report is visible on day t only when its public_date <= t (ASOF join); of several
 -- reports made public the same day the one with the latest period counts. A report whose fiscal period

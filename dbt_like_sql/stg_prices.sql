@@ -2,6 +2,7 @@
 -- most 5 sessions old), with the bar as of the previous session: the basis of every price feature.
 -- grain: daily
 -- lookback: 6
+-- per_ticker: true
 --
 -- close is split-adjusted (as every source delivers it); tr_close, the total-return price, is adj_close
 -- where the source has it, else close. ret_1d uses adj_close when both bars have one, else close, so a

@@ -1,6 +1,7 @@
 -- technical_features: the 15 price and volume features of each stock on the day, raw (not yet normalised).
 -- grain: daily
 -- lookback: 199
+-- per_ticker: true
 --
 -- Windows are finite, counted in sessions over stg_prices rows (where a missing session already repeats
 -- the last bar, at most 5 sessions). A statistic needs its whole window inside the ticker's current run of

@@ -5,6 +5,10 @@ A model file declares its upstream tables with ``{{ ref('name') }}`` and carries
     -- grain: daily
     -- lookback: 199
 
+An optional ``-- per_ticker: true`` says each ticker's output rows depend only on that ticker's rows of
+the ticker-keyed inputs; such a model runs as independent ticker chunks on parallel connections (DuckDB
+runs a streaming window on one core), and its output is the same rows whatever the chunking.
+
 ``lookback: N`` means the output for session t reads the upstream daily tables over the sessions
 [t-N, t] (N + 1 sessions) and nothing older; upstream tables that are not daily partitions (the full
 fundamentals history) are read whole. ``{{ target_dates }}`` names a one-column table (``date``) of the
@@ -18,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from graphlib import CycleError, TopologicalSorter
@@ -26,6 +31,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from magikarp_assets.core.calendar import ensure_trading_day, nyse
 
@@ -36,7 +42,8 @@ _TARGET_DATES = re.compile(r"\{\{\s*target_dates\s*\}\}")
 _LOOKBACK_VAR = re.compile(r"\{\{\s*lookback\s*\}\}")
 _SESSIONS_VAR = re.compile(r"\{\{\s*sessions\s*\}\}")
 SESSIONS_TABLE = "__sessions__"
-_HEADER = re.compile(r"^--\s*(grain|lookback)\s*:\s*(\S+)\s*$", re.MULTILINE)
+_HEADER = re.compile(r"^--\s*(grain|lookback|per_ticker)\s*:\s*(\S+)\s*$", re.MULTILINE)
+THREADS = 2  # DuckDB threads per run, and ticker chunks run side by side for per_ticker models
 
 
 class SqlModelError(ValueError):
@@ -45,7 +52,8 @@ class SqlModelError(ValueError):
 
 @dataclass(frozen=True)
 class SqlModel:
-    """One SQL model: its name (file stem), raw SQL text, upstream refs, lookback in sessions and path."""
+    """One SQL model: its name (file stem), raw SQL text, upstream refs, lookback in sessions and path;
+    per_ticker when each ticker's rows depend on that ticker's input rows only."""
 
     name: str
     sql: str
@@ -53,6 +61,7 @@ class SqlModel:
     lookback: int
     path: Path
     grain: str = "daily"
+    per_ticker: bool = False
 
     def render(self, tables: Mapping[str, str] | None = None) -> str:
         """SQL with each ref replaced by a quoted DuckDB table name and the template variables filled.
@@ -84,8 +93,18 @@ def parse_model(path: Path) -> SqlModel:
         raise SqlModelError(f"{path}: grain {header['grain']!r} is not supported (only 'daily')")
     if not header["lookback"].isdigit():
         raise SqlModelError(f"{path}: lookback {header['lookback']!r} is not a non-negative integer")
+    per_ticker = header.get("per_ticker", "false")
+    if per_ticker not in ("true", "false"):
+        raise SqlModelError(f"{path}: per_ticker {per_ticker!r} is not 'true' or 'false'")
     refs = tuple(dict.fromkeys(_REF.findall(sql)))
-    return SqlModel(name=path.stem, sql=sql, refs=refs, lookback=int(header["lookback"]), path=path)
+    return SqlModel(
+        name=path.stem,
+        sql=sql,
+        refs=refs,
+        lookback=int(header["lookback"]),
+        path=path,
+        per_ticker=per_ticker == "true",
+    )
 
 
 def discover_models(sql_dir: Path = SQL_DIR) -> dict[str, SqlModel]:
@@ -209,34 +228,80 @@ def run_model(
         raise SqlModelError(f"unknown SQL model {name!r}; models in {sql_dir}: {', '.join(models)}")
     plan = _plan(name, models, inputs)
     needed = required_dates(name, dates, {m: models[m] for m in plan})
-    con = duckdb.connect(":memory:")
+    macros = list(load_macros(sql_dir).values())
+    # Arrow tables: scanned without the GIL, so connections on parallel threads do not wait for each other.
+    tables: dict[str, pa.Table] = {ref: _arrow(frame) for ref, frame in inputs.items()}
+    con = _connect(macros, THREADS)
     try:
-        con.execute("SET threads TO 2")
-        con.execute("SET enable_progress_bar = false")
-        # This optimizer pass costs ~70 ms per model on these wide CTE queries and gains nothing measurable.
-        con.execute("SET disabled_optimizers = 'projection_placement'")
-        for macro_sql in load_macros(sql_dir).values():
-            con.execute(macro_sql)
-        con.register(SESSIONS_TABLE, _session_table())
-        for ref, frame in inputs.items():
-            con.register(ref, frame)
+        for ref, table in tables.items():
+            con.register(ref, table)
         for model_name in plan:
-            days = pd.DataFrame({"date": needed[model_name].date})
-            con.register(target_table(model_name), days)
-            sql = models[model_name].render()
-            if model_name == name:
-                out = _fetch(con, sql)
+            model = models[model_name]
+            targets = _arrow(pd.DataFrame({"date": needed[model_name].date}))
+            if model.per_ticker and THREADS > 1:
+                for ref in model.refs:  # upstream models computed in this connection
+                    if ref not in tables:
+                        tables[ref] = con.sql(f"SELECT * FROM {_quote(ref)}").to_arrow_table()
+                tables[model_name] = _run_by_ticker(model, tables, targets, macros, THREADS)
+                source = _quote(model_name)
+                con.register(model_name, tables[model_name])
             else:
-                con.execute(f"CREATE TEMP TABLE {_quote(model_name)} AS {sql}")
+                con.register(target_table(model_name), targets)
+                source = f"({model.render()})"
+                if model_name != name:
+                    con.execute(f"CREATE TEMP TABLE {_quote(model_name)} AS SELECT * FROM {source}")
+            if model_name == name:
+                return _fetch(con, source)
     finally:
         con.close()
-    return out
+    raise AssertionError(f"plan {plan} does not end with {name}")  # _plan always includes name
+
+
+def _connect(macros: list[str], threads: int) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the shared macros and the session calendar."""
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET threads TO {threads}")
+    con.execute("SET enable_progress_bar = false")
+    # This optimizer pass costs ~70 ms per model on these wide CTE queries and gains nothing measurable.
+    con.execute("SET disabled_optimizers = 'projection_placement'")
+    for macro_sql in macros:
+        con.execute(macro_sql)
+    con.register(SESSIONS_TABLE, _session_table())
+    return con
+
+
+def _arrow(frame: pd.DataFrame | pa.Table) -> pa.Table:
+    return frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _run_by_ticker(
+    model: SqlModel, tables: Mapping[str, pa.Table], targets: pa.Table, macros: list[str], chunks: int
+) -> pa.Table:
+    """A per_ticker model's output: its SQL run on `chunks` disjoint sets of tickers (by hash) side by side,
+    each on its own one-thread connection where every ticker-keyed input is cut to the chunk's tickers."""
+
+    def run_chunk(chunk: int) -> pa.Table:
+        con = _connect(macros, 1)
+        try:
+            con.register(target_table(model.name), targets)
+            for ref in model.refs:
+                con.register(f"{ref}__all", tables[ref])
+                keep = (
+                    f"WHERE hash(ticker) % {chunks} = {chunk}" if "ticker" in tables[ref].column_names else ""
+                )
+                con.execute(f"CREATE VIEW {_quote(ref)} AS SELECT * FROM {_quote(ref + '__all')} {keep}")
+            return con.sql(model.render()).to_arrow_table()
+        finally:
+            con.close()
+
+    with ThreadPoolExecutor(max_workers=chunks) as pool:
+        return pa.concat_tables(list(pool.map(run_chunk, range(chunks))))
 
 
 @lru_cache(maxsize=1)
-def _session_table() -> pd.DataFrame:
+def _session_table() -> pa.Table:
     sessions = pd.DatetimeIndex(nyse().sessions).tz_localize(None)
-    return pd.DataFrame({"date": sessions.date, "sess": np.arange(len(sessions), dtype=np.int64)})
+    return _arrow(pd.DataFrame({"date": sessions.date, "sess": np.arange(len(sessions), dtype=np.int64)}))
 
 
 def _plan(name: str, models: Mapping[str, SqlModel], inputs: Mapping[str, pd.DataFrame]) -> list[str]:
@@ -258,10 +323,11 @@ def _plan(name: str, models: Mapping[str, SqlModel], inputs: Mapping[str, pd.Dat
     return [m for m in topological_order(models) if m in chain]
 
 
-def _fetch(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
-    """The model's rows sorted by (date, ticker) so outputs compare byte for byte; dates as datetime64[ns]."""
-    keys = [c for c in ("date", "ticker") if c in con.sql(sql).columns]
-    ordered = f"SELECT * FROM ({sql}) ORDER BY {', '.join(keys)}" if keys else sql
+def _fetch(con: duckdb.DuckDBPyConnection, source: str) -> pd.DataFrame:
+    """The rows of `source` (a table or a parenthesised query) sorted by (date, ticker) so outputs compare
+    byte for byte; dates as datetime64[ns]."""
+    keys = [c for c in ("date", "ticker") if c in con.sql(f"SELECT * FROM {source}").columns]
+    ordered = f"SELECT * FROM {source}" + (f" ORDER BY {', '.join(keys)}" if keys else "")
     # One block per column: no copy into a consolidated 2-D block (the values are the same).
     out = con.sql(ordered).to_arrow_table().to_pandas(date_as_object=False, split_blocks=True)
     for col in out.columns:

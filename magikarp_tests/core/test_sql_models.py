@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from magikarp_assets.core import sql_models
+from magikarp_assets.core.features.inputs import sample_feature_inputs
 from magikarp_assets.core.sql_models import (
     SqlModelError,
     discover_models,
@@ -43,6 +45,10 @@ def test_parse_model_reads_header_and_refs_once_in_order(tmp_path: Path) -> None
         ("-- grain: daily\n", "lookback"),
         ("-- grain: daily\n-- lookback: seven\n", "not a non-negative integer"),
         ("-- grain: monthly\n-- lookback: 1\n", "not supported"),
+        (
+            "-- grain: daily\n-- lookback: 1\n-- per_ticker: yes\n",
+            "per_ticker 'yes' is not 'true' or 'false'",
+        ),
     ],
 )
 def test_malformed_header_is_refused_naming_the_file(tmp_path: Path, header: str, message: str) -> None:
@@ -133,6 +139,11 @@ def test_project_models_declare_daily_grain_lookbacks_and_raw_inputs() -> None:
         "stock_features": 0,
     }
     assert all(m.grain == "daily" and "{{ target_dates }}" in m.sql for m in models.values())
+    assert {m.name for m in models.values() if m.per_ticker} == {
+        "stg_prices",
+        "technical_features",
+        "fundamental_features",
+    }
 
 
 def test_required_dates_follow_the_lookback_windows_in_sessions() -> None:
@@ -164,3 +175,32 @@ def test_stg_prices_refuses_two_bars_for_one_ticker_and_session() -> None:
     )
     with pytest.raises(Exception, match="stg_prices: two bars for AAPL dated 2016-06-15"):
         run_model("stg_prices", {"raw_ohlcv": raw}, ["2016-06-15"])
+
+
+def test_per_ticker_models_give_the_same_rows_in_ticker_chunks_as_in_one_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(
+        tmp_path,
+        "ranked",
+        "-- per_ticker: true\nSELECT CAST(date AS DATE) AS date, ticker, x,\n"
+        "row_number() OVER (PARTITION BY ticker ORDER BY date) AS n FROM {{ ref('raw') }}\n"
+        "QUALIFY CAST(date AS DATE) IN (SELECT date FROM {{ target_dates }})",
+        lookback=2,
+    )
+    days = pd.bdate_range("2016-06-13", "2016-06-17")
+    raw = pd.DataFrame({"date": list(days) * 3, "ticker": ["A"] * 5 + ["B"] * 5 + ["C"] * 5, "x": range(15)})
+    assert load_models(tmp_path)["ranked"].per_ticker
+    chunked = run_model("ranked", {"raw": raw}, ["2016-06-17"], sql_dir=tmp_path)
+    # every ticker once (no row lost or doubled across chunks), numbered over its own rows only
+    assert chunked["ticker"].tolist() == ["A", "B", "C"] and chunked["n"].tolist() == [5, 5, 5]
+    monkeypatch.setattr(sql_models, "THREADS", 1)
+    pd.testing.assert_frame_equal(
+        chunked, run_model("ranked", {"raw": raw}, ["2016-06-17"], sql_dir=tmp_path)
+    )
+
+    days = ["2015-03-10", "2016-06-15"]
+    inputs = sample_feature_inputs(days)
+    one_run = run_model("stock_features", inputs, days)
+    monkeypatch.setattr(sql_models, "THREADS", 2)
+    pd.testing.assert_frame_equal(run_model("stock_features", inputs, days), one_run, check_exact=True)
