@@ -45,7 +45,8 @@ def load_with_fallback(
     build: Callable[[Manifest, bytes], T],
 ) -> tuple[str, T, list[Refusal]]:
     """Load the first of ``versions`` the registry accepts (feature spec and SHA-256 checked before any
-    unpickling, by :meth:`ModelRegistry.load`).
+    unpickling, by :meth:`ModelRegistry.load`) and ``build`` accepts (a RegistryError from it, such as a
+    model of another policy network version, refuses the version too).
 
     :param registry: the model registry.
     :param versions: the version to serve, then its fallbacks in order.
@@ -59,9 +60,10 @@ def load_with_fallback(
         try:
             manifest = registry.manifest(version)
             artifact = registry.load(version, expected_feature_spec_hash=feature_spec_hash)
+            built = build(manifest, artifact)  # may refuse too, e.g. a model of another policy version
         except RegistryError as error:
             refused.append(Refusal(version, str(error)))
             continue
-        return version, build(manifest, artifact), refused
+        return version, built, refused
     reasons = "; ".join(f"{r.version}: {r.reason}" for r in refused) or "no version given"
     raise NoServableModelError(f"no model can serve: every candidate was refused ({reasons})")

@@ -3,6 +3,7 @@ not depend on the number of slots, and non-tradable slots never leak into the po
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -297,3 +298,17 @@ def test_spaces_that_break_the_contract_are_rejected() -> None:
         )
     with pytest.raises(ValueError, match="gSDE"):
         SlotSharedActorCriticPolicy(observation, action, lambda _: 3e-4, use_sde=True)
+
+
+def _layout(policy: th.nn.Module) -> str:
+    rows = sorted(f"{name}:{tuple(tensor.shape)}" for name, tensor in policy.state_dict().items())
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
+# The saved-network layout of each POLICY_VERSION (default arch sizes, 8 slots). A change to the networks
+# fails this test: bump POLICY_VERSION (old model files then get a clear refusal) and pin the new layout.
+LAYOUTS = {"slot-shared-2": ("2bebc41cc5efd3c3", "4cec2507758315bc")}
+
+
+def test_the_policy_version_pins_the_saved_network_layout() -> None:
+    assert LAYOUTS[policy_module.POLICY_VERSION] == (_layout(_ac_policy(8)), _layout(_sac_policy(8)))

@@ -10,9 +10,17 @@ import numpy as np
 import pytest
 import torch as th
 
-from magikarp_assets.core.rl import COL_SELLABLE, COL_TRADABLE, COL_WEIGHT, PortfolioEnv, target_weights
-from magikarp_assets.core.rl.policy import DEFAULT_EMBED_ARCH, DEFAULT_HEAD_ARCH
+from magikarp_assets.core.rl import (
+    COL_SELLABLE,
+    COL_TRADABLE,
+    COL_WEIGHT,
+    PortfolioEnv,
+    target_weights,
+    training,
+)
+from magikarp_assets.core.rl.policy import DEFAULT_EMBED_ARCH, DEFAULT_HEAD_ARCH, POLICY_VERSION
 from magikarp_assets.core.rl.training import (
+    PolicyVersionError,
     TrainingResult,
     feature_normalisation,
     load_policy,
@@ -153,3 +161,16 @@ def test_bad_arguments_are_rejected_with_the_rule(episode) -> None:
     model = load_policy(train_policy(episode, "a2c", 8, 0, {"n_steps": 8}).model_bytes, "a2c")
     with pytest.raises(ValueError, match=r"obs\['slots'\] shape \(35, 35\)"):
         predict_weights(model, {**obs, "slots": obs["slots"][:-1]})
+
+
+def test_a_model_of_another_policy_version_is_refused_before_loading(
+    trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_bytes = trained["ppo"][0].model_bytes
+    stored = load_policy(model_bytes, "ppo").policy_kwargs["features_extractor_kwargs"]
+    assert stored["policy_version"] == POLICY_VERSION
+    monkeypatch.setattr(training, "POLICY_VERSION", "slot-shared-99")
+    with pytest.raises(
+        PolicyVersionError, match=f"version {POLICY_VERSION}, but this code loads version slot-shared-99"
+    ):
+        load_policy(model_bytes, "ppo")

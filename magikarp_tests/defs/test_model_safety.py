@@ -4,8 +4,11 @@ and an injected crash rolls it back automatically with a critical email. Gates r
 forced (recorded), and a refused production artifact falls back to the previous approved version."""
 
 import datetime as dt
+import hashlib
+import io
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +23,7 @@ from magikarp_assets.core.notify import read_eml
 from magikarp_assets.core.promotion import read_pointer
 from magikarp_assets.core.registry import ModelRegistry
 from magikarp_assets.core.rl.env import MarketEpisode
+from magikarp_assets.core.rl.policy import POLICY_VERSION
 from magikarp_assets.core.rl.training import train_policy
 from magikarp_assets.core.storage import LocalBlobStore
 from magikarp_assets.core.trading import Book, TradingCosts, policy_from_artifact
@@ -392,9 +396,33 @@ def _other_spec(root: Path, version: str) -> None:
     path.write_text(json.dumps({**manifest, "feature_spec_hash": "0" * 64}))
 
 
+def _older_policy(root: Path, version: str) -> None:
+    """A model saved by an older policy network, registered with a matching manifest (hash and size)."""
+    path = root / "models" / version / "model.zip"
+    with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as old:
+        entries = {name: old.read(name) for name in old.namelist()}
+    recorded = f'"policy_version": "{POLICY_VERSION}"'.encode()
+    assert recorded in entries["data"]
+    entries["data"] = entries["data"].replace(recorded, b'"policy_version": "slot-shared-1"')
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as new:
+        for name, data in entries.items():
+            new.writestr(name, data)
+    path.write_bytes(buffer.getvalue())
+    manifest_path = root / "models" / version / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+    manifest_path.write_text(json.dumps({**manifest, "sha256": digest, "size_bytes": len(buffer.getvalue())}))
+
+
 @pytest.mark.parametrize(
     ("fault", "reason"),
-    [(_corrupt, "corrupt or tampered"), (_remove, "no artifact"), (_other_spec, "trained on feature spec")],
+    [
+        (_corrupt, "corrupt or tampered"),
+        (_remove, "no artifact"),
+        (_other_spec, "trained on feature spec"),
+        (_older_policy, "policy network version slot-shared-1"),
+    ],
 )
 def test_a_refused_production_model_falls_back_to_the_previous_approved_version(env, fault, reason):
     registry, root, outbox = _registry(env), env[2], env[3]

@@ -26,6 +26,10 @@ from magikarp_assets.core.spec import N_FEATURES
 # seed spread) on a per-slot signal, `python -m benchmarks.bench_policy --learning`, for half the compute.
 DEFAULT_EMBED_ARCH = (64,)
 DEFAULT_HEAD_ARCH = (32,)
+# The layout of a saved network (parameter and buffer names and shapes, given the arch sizes) this code
+# loads. Saved into every model (the encoder's kwargs) and checked before a model is loaded; bump it with any
+# change that makes older model files unloadable (test_policy pins the layout to it).
+POLICY_VERSION = "slot-shared-2"
 SLOT_KEYS = {"slots", "portfolio"}
 # Slot rows run through the per-slot networks at once: a batch is cut into groups of whole samples so every
 # per-slot activation stays a few MB (cache-sized, reused by the allocator instead of fresh pages).
@@ -178,6 +182,7 @@ class SlotSetEncoder(BaseFeaturesExtractor):
     :param feature_mean: per-feature mean (N_FEATURES) subtracted from columns 0..31, fitted on training data.
     :param feature_std: per-feature scale (N_FEATURES) dividing columns 0..31.
     :param extra_slot_inputs: extra per-slot inputs appended to each row (1 for a critic's action).
+    :param policy_version: the :data:`POLICY_VERSION` the model was saved with (recorded, checked on load).
     """
 
     feature_mean: th.Tensor
@@ -190,12 +195,14 @@ class SlotSetEncoder(BaseFeaturesExtractor):
         feature_mean: list[float] | None = None,
         feature_std: list[float] | None = None,
         extra_slot_inputs: int = 0,
+        policy_version: str = POLICY_VERSION,
     ) -> None:
         if not embed_arch:
             raise ValueError("embed_arch breaks the rule: at least one hidden layer")
         embed_dim = int(embed_arch[-1])
         super().__init__(observation_space, features_dim=2 * embed_dim + 2)
         self.embed_dim, self.extra_slot_inputs = embed_dim, extra_slot_inputs
+        self.policy_version = policy_version
         widths = [N_SLOT_COLUMNS + extra_slot_inputs, *embed_arch]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
         mean = np.zeros(N_FEATURES) if feature_mean is None else np.asarray(feature_mean, dtype=np.float64)

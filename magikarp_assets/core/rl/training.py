@@ -19,10 +19,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import json_to_data
 from stable_baselines3.common.utils import set_random_seed
 
+from magikarp_assets.core.registry import RegistryError
 from magikarp_assets.core.rl.env import MarketEpisode, PortfolioEnv
 from magikarp_assets.core.rl.policy import (
     DEFAULT_EMBED_ARCH,
     DEFAULT_HEAD_ARCH,
+    POLICY_VERSION,
     SlotSharedActorCriticPolicy,
 )
 from magikarp_assets.core.rl.sac_policy import SlotSharedSACPolicy
@@ -187,6 +189,7 @@ def train_policy(
         "embed_arch": list(DEFAULT_EMBED_ARCH),
         **policy_kwargs.get("features_extractor_kwargs", {}),
         **(normalisation or {}),
+        "policy_version": POLICY_VERSION,
     }
     for reserved in ("policy", "env", "seed", "device"):
         if reserved in settings:
@@ -237,6 +240,10 @@ class _ServingOptimizer:
         return {}
 
 
+class PolicyVersionError(RegistryError):
+    """The model was saved by another version of the policy network than this code loads."""
+
+
 def load_policy(model_bytes: bytes, algorithm: Algorithm) -> BaseAlgorithm:
     """Load a model saved by :func:`train_policy` onto the CPU for inference only: no optimizer is built
     (see :class:`_ServingOptimizer`) and SAC gets a 1-transition replay buffer instead of the training one.
@@ -244,9 +251,16 @@ def load_policy(model_bytes: bytes, algorithm: Algorithm) -> BaseAlgorithm:
 
     :param model_bytes: :attr:`TrainingResult.model_bytes`.
     :param algorithm: the algorithm it was trained with.
+    :raises PolicyVersionError: the model records another :data:`POLICY_VERSION` (or none).
     """
     with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
         data = json_to_data(archive.read("data").decode())
+    saved = (data.get("policy_kwargs") or {}).get("features_extractor_kwargs", {}).get("policy_version")
+    if saved != POLICY_VERSION:
+        raise PolicyVersionError(
+            f"model saved by policy network version {saved or 'unrecorded (saved before versions were kept)'}"
+            f", but this code loads version {POLICY_VERSION}: retrain it, or serve a model of this version"
+        )
     policy_kwargs = {**(data.get("policy_kwargs") or {}), "optimizer_class": _ServingOptimizer}
     custom_objects: dict[str, Any] = {"policy_kwargs": policy_kwargs}
     if algorithm == "sac":
