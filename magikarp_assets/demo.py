@@ -125,7 +125,13 @@ def main(argv: list[str] | None = None) -> None:
         force_reason="demo model trained with a small budget; not through the backtest and shadow gates",
     )
     print(f"    {version} force-promoted for the demo (recorded in the production history)")
-    signals = demo.run(f"recommendations, paper portfolio, metrics, {len(serve)} sessions", SIGNALS, serve)
+    # Pinned: sessions an earlier demo already served record that model, and a re-run would reproduce it.
+    signals = demo.run(
+        f"recommendations, paper portfolio, metrics, {len(serve)} sessions",
+        SIGNALS,
+        serve,
+        run_config={"ops": {"paper_trading": {"config": {"model_version": version}}}},
+    )
     email = demo.run("daily email + HTML report", ["daily_report"], partition=str(serve[-1].date()))
     demo.run("recommendation history (table + page)", ["recommendation_history"])
     _print_day(demo, signals, email, serve[-1])

@@ -233,7 +233,8 @@ class ModelRegistry:
     ) -> Manifest:
         """Store a trained model and its manifest as a new version with status ``registered``.
 
-        Registering the same artifact under the same version again returns the existing manifest unchanged.
+        Registering the same artifact for the same feature spec under the same version again returns the
+        existing manifest unchanged; a generated version covers the artifact and the feature spec.
 
         :param artifact: the serialised model (e.g. a Stable-Baselines3 zip).
         :param manifest_fields: algorithm, hyper_parameters, training_window (start, end),
@@ -250,7 +251,10 @@ class ModelRegistry:
             raise ManifestError(f"register: missing manifest field(s) {missing}, unknown field(s) {unknown}")
         digest = hashlib.sha256(artifact).hexdigest()
         now = self._now()
-        version = manifest_fields.get("version") or f"v{now:%Y%m%d}-{digest[:8]}"
+        # The same bytes fed another feature spec are another model (features can keep their values while
+        # their spec changes), so the generated version covers both.
+        identity = hashlib.sha256(f"{digest}:{manifest_fields['feature_spec_hash']}".encode()).hexdigest()
+        version = manifest_fields.get("version") or f"v{now:%Y%m%d}-{identity[:8]}"
         if not _VERSION_PATTERN.match(version):
             raise ManifestError(f"model version {version!r} must match {_VERSION_PATTERN.pattern}")
         created_at = now.isoformat()
@@ -272,11 +276,12 @@ class ModelRegistry:
         document = manifest.to_json()
         if self.store.exists(self.manifest_key(version)):
             existing = self.manifest(version)
-            if existing.sha256 == digest:
+            if (existing.sha256, existing.feature_spec_hash) == (digest, manifest.feature_spec_hash):
                 return existing
             raise ModelVersionExistsError(
-                f"model version {version} already holds an artifact with sha256 {existing.sha256}; "
-                f"refusing to overwrite it with sha256 {digest}"
+                f"model version {version} already holds an artifact with sha256 {existing.sha256} for "
+                f"feature spec {existing.feature_spec_hash}; refusing to overwrite it with sha256 {digest} "
+                f"for feature spec {manifest.feature_spec_hash}"
             )
         self.store.put_bytes(self.artifact_key(version), artifact)
         self.store.put_bytes(self.manifest_key(version), document.encode())

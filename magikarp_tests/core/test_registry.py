@@ -71,7 +71,8 @@ def test_register_and_load_round_trip(registry: ModelRegistry, tmp_path: Path) -
     manifest = registry.register(artifact, fields(), by="monthly_retrain", note="2017-02 run")
 
     assert re.fullmatch(r"v20170201-[0-9a-f]{8}", manifest.version)
-    assert manifest.version.endswith(hashlib.sha256(artifact).hexdigest()[:8])
+    digest = hashlib.sha256(artifact).hexdigest()
+    assert manifest.version.endswith(hashlib.sha256(f"{digest}:{SPEC_HASH}".encode()).hexdigest()[:8])
     assert manifest.sha256 == hashlib.sha256(artifact).hexdigest()
     assert manifest.size_bytes == len(artifact)
     assert manifest.training_window.start == "2015-01-02" and manifest.training_window.end == "2016-12-30"
@@ -110,7 +111,20 @@ def test_caller_supplied_version_and_idempotent_reregistration(registry: ModelRe
     assert registry.register(b"artifact-1", fields(version="ppo-2017-02")) == first
     with pytest.raises(ModelVersionExistsError, match=rf"ppo-2017-02.*{first.sha256}"):
         registry.register(b"artifact-2", fields(version="ppo-2017-02"))
+    with pytest.raises(
+        ModelVersionExistsError, match=r"refusing to overwrite it with sha256 .* for feature spec f"
+    ):
+        registry.register(b"artifact-1", fields(version="ppo-2017-02", feature_spec_hash="f" * 64))
     assert registry.load("ppo-2017-02", SPEC_HASH) == b"artifact-1"
+
+
+def test_the_same_bytes_for_another_feature_spec_register_as_another_version(registry: ModelRegistry) -> None:
+    old = registry.register(b"weights", fields())
+    assert registry.register(b"weights", fields()) == old
+    new = registry.register(b"weights", fields(feature_spec_hash="f" * 64))
+    assert new.version != old.version and new.sha256 == old.sha256
+    assert registry.manifest(new.version).feature_spec_hash == "f" * 64
+    assert registry.load(new.version, "f" * 64) == b"weights"
 
 
 def test_tampered_artifact_is_refused_before_anyone_unpickles_it(
