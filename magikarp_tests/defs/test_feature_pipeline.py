@@ -9,6 +9,7 @@ import pytest
 from magikarp_assets.core.features.spec import FEATURE_SPEC_HASH
 from magikarp_assets.core.storage import npz_bytes_to_arrays
 from magikarp_assets.definitions import build_definitions
+from magikarp_assets.defs.features.tensor_asset import load_tensor_window
 from magikarp_tests.support.world import FEATURES, materialize_defs
 
 INGEST = ["raw_ohlcv", "ohlcv_quarantine", "benchmark_prices"]
@@ -52,6 +53,12 @@ def test_backfill_equals_daily_runs_and_a_candidate_trains(tmp_path_factory, mon
     bars = pd.read_parquet(a / "raw_ohlcv" / "2013-04-30.parquet").set_index("ticker")
     assert tensor["tradable"][aapl] and tensor["close"][aapl] == bars.loc["AAPL", "close"]
     assert str(tensor["feature_spec_hash"]) == FEATURE_SPEC_HASH
+    # the training loader reads the range concurrently and stacks it in session order
+    window = load_tensor_window(defs_a.resources["io_manager"], pd.DatetimeIndex(DAILY))
+    for i, day in enumerate(DAILY):
+        stored = npz_bytes_to_arrays((a / "feature_tensor" / f"{day}.npz").read_bytes())
+        assert np.array_equal(window["features"][i], stored["features"])
+        assert window["slot_map_versions"][i] == str(stored["slot_map_version"])
 
     # A candidate for June 2013: trains on 20 sessions ending before the May backtest month.
     config = {
