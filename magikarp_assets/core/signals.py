@@ -184,7 +184,7 @@ def recommend(
         np.divide(tgt, top, out=np.zeros_like(tgt), where=top > 0),
         np.where(
             sell,
-            np.divide(-delta, cur, out=np.zeros_like(cur), where=cur > 0),
+            np.divide(-delta, cur, out=np.zeros_like(cur), where=sell & (cur > 0)),
             np.maximum(0.0, 1.0 - np.abs(delta) / threshold),
         ),
     )
