@@ -30,27 +30,21 @@ from magikarp_assets.core.calendar import trading_days
 from magikarp_assets.core.promotion import promote
 from magikarp_assets.core.synthetic import cached_synthetic_market
 from magikarp_assets.definitions import build_definitions
+from magikarp_assets.defs.features.sql_assets import SQL_FEATURE_ASSETS
 from magikarp_assets.defs.models.assets import CandidateConfig
+from magikarp_assets.defs.partitions import range_tags
 from magikarp_assets.resources.market_data import MarketDataResource
 
-RANGE = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 SEED = 0
 INGESTION = ["raw_ohlcv", "ohlcv_quarantine", "benchmark_prices"]
-SQL_FEATURES = [
-    "stg_prices",
-    "technical_features",
-    "fundamental_features",
-    "slot_membership",
-    "stock_features",
-]
 SIGNALS = ["daily_recommendations", "portfolio_state"]
 REPORT = ["performance_metrics", "daily_report"]
 # The daily cycle after the session's data arrives, in dependency order: (stage, assets).
 DAILY_STAGES = [
     ("ingestion (bars + benchmarks)", INGESTION),
     ("slot map", ["slot_map"]),
-    ("SQL features (DuckDB)", SQL_FEATURES),
+    ("SQL features (DuckDB)", SQL_FEATURE_ASSETS),
     ("feature tensor", ["feature_tensor"]),
     ("signals: load model + infer + rules + write", SIGNALS),
     ("performance + email to outbox", REPORT),
@@ -100,7 +94,7 @@ class Cycle:
         run_config: dict | None = None,
     ) -> dg.ExecuteInProcessResult:
         """Run one selection as one Dagster run and record its wall time, step times and peak memory."""
-        tags = {RANGE[0]: f"{days[0].date()}", RANGE[1]: f"{days[-1].date()}"} if days is not None else None
+        tags = range_tags(f"{days[0].date()}", f"{days[-1].date()}") if days is not None else None
         _reset_peak()
         start_mb = _rss_mb("VmRSS")
         load = os.getloadavg()[0]
@@ -161,7 +155,7 @@ def setup(cycle: Cycle, history: pd.DatetimeIndex) -> dict[str, Any]:
     cycle.stage("reference data (universe, fundamentals)", ["universe_constituents", "raw_fundamentals"])
     cycle.stage(f"ingestion, {len(history)} sessions", INGESTION, history)
     cycle.stage(f"slot maps, {len(history)} sessions", ["slot_map"], history)
-    cycle.stage(f"SQL features, {len(history)} sessions", SQL_FEATURES, history)
+    cycle.stage(f"SQL features, {len(history)} sessions", SQL_FEATURE_ASSETS, history)
     cycle.stage(f"feature tensors, {len(history)} sessions", ["feature_tensor"], history)
     month = f"{history[-1].to_period('M').to_timestamp().date()}"
     config = {**SERVING_MODEL, **QUICK_WINDOW}

@@ -17,18 +17,12 @@ from magikarp_assets.core.calendar import trading_day_window
 from magikarp_assets.core.market_data.sample import SAMPLE_LAST_DAY
 from magikarp_assets.core.promotion import promote
 from magikarp_assets.definitions import build_definitions
+from magikarp_assets.defs.features.sql_assets import SQL_FEATURE_ASSETS
+from magikarp_assets.defs.partitions import range_tags
 
-RANGE = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 INGESTION = ["raw_ohlcv", "ohlcv_quarantine", "benchmark_prices", "slot_map"]
-FEATURES = [
-    "stg_prices",
-    "technical_features",
-    "fundamental_features",
-    "slot_membership",
-    "stock_features",
-    "feature_tensor",
-]
+FEATURES = [*SQL_FEATURE_ASSETS, "feature_tensor"]
 SIGNALS = ["daily_recommendations", "portfolio_state", "performance_metrics"]
 # The demo model: small budget so the demo stays within minutes on 2 cores. Not a production model.
 DEMO_TRAINING = {
@@ -57,7 +51,7 @@ class Demo:
         run_config: dict | None = None,
     ) -> dg.ExecuteInProcessResult:
         started = time.perf_counter()
-        tags = {RANGE[0]: f"{days[0].date()}", RANGE[1]: f"{days[-1].date()}"} if days is not None else None
+        tags = range_tags(f"{days[0].date()}", f"{days[-1].date()}") if days is not None else None
         result = dg.materialize(
             list(self.defs.assets),
             instance=self.instance,

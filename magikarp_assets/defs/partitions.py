@@ -21,3 +21,11 @@ trading_day_partitions = dg.TimeWindowPartitionsDefinition(
 )
 
 monthly_partitions = dg.MonthlyPartitionsDefinition(start_date="2013-03-01", end_offset=1)
+
+# Dagster's run tags for one run over a range of partitions (a single-run backfill); not public constants.
+RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    """Run tags that make one run materialise the partitions ``first``..``last``."""
+    return {RANGE_START_TAG: first, RANGE_END_TAG: last}

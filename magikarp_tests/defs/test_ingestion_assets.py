@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from magikarp_assets.defs.ingestion import assets as ingestion
+from magikarp_assets.defs.partitions import range_tags
 from magikarp_assets.resources.io_manager import PartitionedParquetIOManager
 from magikarp_assets.resources.market_data import MarketDataResource
 
-RANGE_TAGS = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 ASSETS = [ingestion.universe_constituents, ingestion.raw_ohlcv, ingestion.benchmark_prices]
 
 
@@ -25,7 +25,7 @@ def env(tmp_path):
 
 def _run(env, partition=None, start=None, end=None, raise_on_error=True):
     resources, instance, _ = env
-    tags = {RANGE_TAGS[0]: start, RANGE_TAGS[1]: end} if start else None
+    tags = range_tags(start, end) if start else None
     return dg.materialize(
         ASSETS,
         resources=resources,

@@ -33,7 +33,7 @@ from magikarp_assets.defs.ingestion.assets import BENCHMARK_PRICES
 from magikarp_assets.defs.models import assets as models
 from magikarp_assets.defs.models import backtest, production, shadow
 from magikarp_assets.defs.models.common import benchmark_series, load_sessions
-from magikarp_assets.defs.partitions import trading_day_partitions
+from magikarp_assets.defs.partitions import range_tags, trading_day_partitions
 from magikarp_assets.defs.signals import assets as signals
 from magikarp_assets.defs.signals import reporting
 from magikarp_assets.defs.universe.assets import SLOT_MAP
@@ -49,7 +49,6 @@ SHADOW_DAYS = trading_days("2016-09-01", "2016-09-12")
 START = previous_trading_day(SHADOW_DAYS[0])  # the paper portfolio's first session
 LIVE = trading_days("2016-09-13", "2016-09-15")
 K = lambda day: day.strftime("%Y-%m-%d")  # noqa: E731
-RANGE = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 UPSTREAM = [
     dg.AssetSpec(key, partitions_def=trading_day_partitions)
     for key in (FEATURE_TENSOR, SLOT_MAP, BENCHMARK_PRICES)
@@ -123,7 +122,7 @@ def _materialize(env, selection, partition=None, days=None, config=None):
         instance=instance,
         selection=list(selection),
         partition_key=partition,
-        tags={RANGE[0]: K(days[0]), RANGE[1]: K(days[-1])} if days is not None else None,
+        tags=range_tags(K(days[0]), K(days[-1])) if days is not None else None,
         run_config=config,
         raise_on_error=False,
     )

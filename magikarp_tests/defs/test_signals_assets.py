@@ -24,7 +24,7 @@ from magikarp_assets.core.spec import SLOT_ACTIVE, SLOT_ARCHIVE
 from magikarp_assets.core.storage import LocalBlobStore
 from magikarp_assets.defs.features.tensor_asset import FEATURE_TENSOR
 from magikarp_assets.defs.ingestion.assets import BENCHMARK_PRICES
-from magikarp_assets.defs.partitions import trading_day_partitions
+from magikarp_assets.defs.partitions import range_tags, trading_day_partitions
 from magikarp_assets.defs.signals import assets as signals
 from magikarp_assets.defs.signals import reporting
 from magikarp_assets.defs.universe.assets import SLOT_MAP
@@ -40,7 +40,6 @@ KEYS = [d.strftime("%Y-%m-%d") for d in RUN_DAYS]
 LEAVER, LEAVES_ON = "AAPL", RUN_DAYS[2]  # leaves the index: archived, still priced (sell-only)
 GAP_TICKER, GAP_DAY = "MSFT", RUN_DAYS[3]  # no bar that session: held but locked
 TEMPERATURE = 300.0  # sharp softmax so a barely trained policy concentrates enough to make BUY calls
-RANGE = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 UPSTREAM = [
     dg.AssetSpec(key, partitions_def=trading_day_partitions)
     for key in (FEATURE_TENSOR, SLOT_MAP, BENCHMARK_PRICES)
@@ -94,7 +93,7 @@ def _run(env, start: str, end: str | None = None, selection=(signals.DAILY_RECOM
         if signals.DAILY_RECOMMENDATIONS in selection
         else selection,
         partition_key=None if end else start,
-        tags={RANGE[0]: start, RANGE[1]: end} if end else None,
+        tags=range_tags(start, end) if end else None,
         run_config=config,
         raise_on_error=False,
     )

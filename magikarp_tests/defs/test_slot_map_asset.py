@@ -5,11 +5,10 @@ import pandas as pd
 import pytest
 
 from magikarp_assets.defs.ingestion import assets as ingestion
+from magikarp_assets.defs.partitions import range_tags
 from magikarp_assets.defs.universe import assets as universe
 from magikarp_assets.resources.io_manager import PartitionedParquetIOManager
 from magikarp_assets.resources.market_data import MarketDataResource
-
-RANGE = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 def _resources(root):
@@ -20,7 +19,7 @@ def _resources(root):
 
 
 def _materialize(root, instance, start, end=None):
-    tags = {RANGE[0]: start, RANGE[1]: end} if end else None
+    tags = range_tags(start, end) if end else None
     return dg.materialize(
         [ingestion.universe_constituents, universe.slot_map],
         resources=_resources(root),

@@ -17,12 +17,12 @@ from magikarp_assets.core.features.tensor import pack_day
 from magikarp_assets.core.sql_models import run_model
 from magikarp_assets.core.storage import arrays_to_npz_bytes, frame_to_parquet_bytes
 from magikarp_assets.defs.ingestion import assets as ingestion
+from magikarp_assets.defs.partitions import range_tags
 from magikarp_assets.defs.universe import assets as universe_assets
 from magikarp_assets.resources.io_manager import PartitionedParquetIOManager
 from magikarp_assets.resources.market_data import MarketDataResource
 from magikarp_tests.reliability.helpers import ingest_partition_in_process
 
-RANGE = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 SESSIONS = trading_day_window("2016-09-30", 60)
 KEYS = [d.strftime("%Y-%m-%d") for d in SESSIONS]
 NAMES = ["AAPL", "BAX", "DISCA", "EBAY", "JNJ", "KO", "LNT", "MSFT", "NI", "XOM"]  # with gaps and actions
@@ -52,7 +52,7 @@ def _bytes(root: Path, folder: str) -> dict[str, bytes]:
 def test_a_60_session_backfill_equals_60_daily_runs_and_reruns_are_byte_identical(tmp_path):
     backfill, daily = tmp_path / "backfill", tmp_path / "daily"
     resources, instance = _store(backfill)
-    tags = {RANGE[0]: KEYS[0], RANGE[1]: KEYS[-1]}
+    tags = range_tags(KEYS[0], KEYS[-1])
     assert dg.materialize(
         ASSETS, resources=resources, instance=instance, selection=DAILY[:2], tags=tags
     ).success

@@ -11,12 +11,12 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from magikarp_assets.defs.ingestion import assets as ingestion
+from magikarp_assets.defs.partitions import range_tags
 from magikarp_assets.resources.io_manager import CorruptPartitionError, PartitionedParquetIOManager
 from magikarp_assets.resources.market_data import MarketDataResource
 from magikarp_tests.reliability.helpers import step_errors
 from magikarp_tests.support_s3 import _DUMMY_ENV, REGION, _free_port
 
-RANGE_TAGS = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 ASSETS = [ingestion.universe_constituents, ingestion.raw_ohlcv, ingestion.benchmark_prices]
 START, END = "2016-06-01", "2016-06-08"  # six sessions
 SESSIONS = ["2016-06-01", "2016-06-02", "2016-06-03", "2016-06-06", "2016-06-07", "2016-06-08"]
@@ -70,7 +70,7 @@ def _run(resources, instance, raise_on_error=True):
         ASSETS,
         resources=resources,
         instance=instance,
-        tags={RANGE_TAGS[0]: START, RANGE_TAGS[1]: END},
+        tags=range_tags(START, END),
         selection=[ingestion.RAW_OHLCV, ingestion.OHLCV_QUARANTINE, ingestion.BENCHMARK_PRICES],
         raise_on_error=raise_on_error,
     )

@@ -12,7 +12,7 @@ from magikarp_assets.core.registry import ModelRegistry
 from magikarp_assets.core.storage import LocalBlobStore
 from magikarp_assets.defs.features.tensor_asset import FEATURE_TENSOR
 from magikarp_assets.defs.ingestion.assets import BENCHMARK_PRICES
-from magikarp_assets.defs.partitions import trading_day_partitions
+from magikarp_assets.defs.partitions import range_tags, trading_day_partitions
 from magikarp_assets.defs.reporting import assets as reporting_assets
 from magikarp_assets.defs.signals import assets as signals
 from magikarp_assets.defs.signals import reporting
@@ -24,7 +24,6 @@ from magikarp_tests.support.world import register_tiny_ppo, store_world, tensor_
 
 TEMPERATURE = 300.0  # sharp softmax so a barely trained policy makes BUY calls
 VERSION = "ppo-report-v1"
-RANGE = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 UPSTREAM = [
     dg.AssetSpec(key, partitions_def=trading_day_partitions)
     for key in (FEATURE_TENSOR, SLOT_MAP, BENCHMARK_PRICES)
@@ -83,7 +82,7 @@ def run(
         instance=instance,
         selection=selection,
         partition_key=None if end else start,
-        tags={RANGE[0]: start, RANGE[1]: end} if end and start else None,
+        tags=range_tags(start, end) if end and start else None,
         run_config=run_config,
         raise_on_error=raise_on_error,
     )

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from magikarp_assets.defs.partitions import range_tags
 from magikarp_assets.resources.io_manager import (
     CorruptPartitionError,
     MissingPartitionError,
@@ -86,10 +87,7 @@ def constituents() -> pd.DataFrame:
 
 
 ASSETS = [daily_prices, price_window, daily_tensor, tensor_window, constituents]
-RANGE_TAGS = {
-    "dagster/asset_partition_range_start": RANGE_START,
-    "dagster/asset_partition_range_end": RANGE_END,
-}
+RANGE_TAGS = range_tags(RANGE_START, RANGE_END)
 
 
 def run(

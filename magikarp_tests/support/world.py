@@ -20,20 +20,14 @@ from magikarp_assets.core.rl.training import train_policy
 from magikarp_assets.core.slots import SlotMap, update_slot_map
 from magikarp_assets.core.spec import N_FEATURES, SLOT_ACTIVE
 from magikarp_assets.core.storage import LocalBlobStore, arrays_to_npz_bytes, frame_to_parquet_bytes
+from magikarp_assets.defs.features.sql_assets import SQL_FEATURE_ASSETS
+from magikarp_assets.defs.partitions import range_tags
 from magikarp_assets.defs.signals.sensors import run_failure_alert
 from magikarp_assets.resources.notifier import NotifierResource
 
 HISTORY = pd.Timedelta(days=60)  # closes loaded before the first session, so 20-session indicators are warm
 TINY_PPO = {"n_steps": 16, "batch_size": 16, "n_epochs": 1}
-RANGE = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-FEATURES = [  # the feature stage of a deployment, raw prices to the per-session tensor
-    "stg_prices",
-    "technical_features",
-    "fundamental_features",
-    "slot_membership",
-    "stock_features",
-    "feature_tensor",
-]
+FEATURES = [*SQL_FEATURE_ASSETS, "feature_tensor"]  # the feature stage: raw prices to the tensor
 
 
 def trailing_features(
@@ -231,7 +225,7 @@ def materialize_defs(
         resources=defs.resources,
         selection=selection,
         partition_key=partition,
-        tags={RANGE[0]: start, RANGE[1]: end} if start else None,
+        tags=range_tags(start, end) if start else None,
         run_config=run_config,
         raise_on_error=False,
     )

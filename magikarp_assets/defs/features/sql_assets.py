@@ -66,3 +66,5 @@ def build_sql_asset(model: SqlModel) -> dg.AssetsDefinition:
 
 
 sql_assets = [build_sql_asset(model) for model in load_models().values()]
+# The SQL feature assets' names, upstream first: what a run of the feature stage selects.
+SQL_FEATURE_ASSETS = [model.name for model in load_models().values()]

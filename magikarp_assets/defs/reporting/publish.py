@@ -28,6 +28,7 @@ from magikarp_assets.defs.ingestion.assets import (
     RAW_OHLCV,
     UNIVERSE,
 )
+from magikarp_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from magikarp_assets.defs.signals.sensors import WATCHED_CHECKS
 from magikarp_assets.resources.io_manager import MissingPartitionError, PartitionedParquetIOManager
 
@@ -66,10 +67,7 @@ def _runs(instance: dg.DagsterInstance, exclude_run: str) -> tuple[JobRun, ...]:
         if run.run_id == exclude_run or run.job_name in latest:
             continue
         tags = run.tags
-        start, end = (
-            tags.get("dagster/asset_partition_range_start"),
-            tags.get("dagster/asset_partition_range_end"),
-        )
+        start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
         partition = tags.get("dagster/partition") or (f"{start}..{end}" if start and end else None)
         ended = dt.datetime.fromtimestamp(record.end_time, dt.UTC) if record.end_time else None
         latest[run.job_name] = JobRun(run.job_name, run.status.value, run.run_id, partition, ended)
