@@ -11,7 +11,7 @@
 -- depends only on its own window, never on where the history starts.
 -- Determinism: window sums go through to_fixed/from_fixed (exact integer sums, see macros/fixed_point.sql),
 -- taken as differences of running sums over the rows streamed in (ticker, sess) order (window_sum there);
--- CCI's mean deviation adds the window's values as an ordered list.
+-- CCI's mean and mean deviation add the window's 20 values in a fixed order, oldest first.
 WITH targets AS (
     SELECT s.date, s.sess
     FROM {{ sessions }} AS s
@@ -47,32 +47,33 @@ bars AS (
         AND p.ticker IN (SELECT ticker FROM {{ ref('stg_prices') }} WHERE date IN (SELECT date FROM targets))
 ),
 -- The windows run over the rows streamed in (ticker, sess) order (order-preserving steps, each checking
--- that the rows still come in that order): pos numbers the stream, rn a row within its ticker. Window sums
--- are differences of running sums (window_sum, macros/fixed_point.sql): c_* is the running sum of to_fixed
--- values and n_* the running count of non-NULL values since the first row read, and base holds both as
--- they stood before the ticker's first row.
+-- that the rows still come in that order): pos numbers the stream. c_* is the running sum of to_fixed
+-- values and n_* the running count of non-NULL values since the first row read; a window's sum is the
+-- difference of running sums k rows apart (window_sum, macros/fixed_point.sql). A window or lag reaching
+-- back past the ticker's current run mixes in other rows, so every value is used only once its row is far
+-- enough into the run (the run >= ... conditions below).
 streamed AS (
     SELECT
         *,
         row_number() OVER stream AS pos,
         lag(ticker) OVER stream AS prev_ticker,
         lag(sess) OVER stream AS prev_sess,
-        lag(close, 5) OVER stream AS lag_close_5,
-        lag(adj_close, 5) OVER stream AS lag_adj_5,
-        lag(close, 21) OVER stream AS lag_close_21,
-        lag(adj_close, 21) OVER stream AS lag_adj_21,
-        lag(close, 63) OVER stream AS lag_close_63,
-        lag(adj_close, 63) OVER stream AS lag_adj_63,
-        -- the last 20 typical prices, oldest first (cut to the ticker's own rows below)
-        list_value(
-            lag(typical, 19) OVER stream, lag(typical, 18) OVER stream, lag(typical, 17) OVER stream,
-            lag(typical, 16) OVER stream, lag(typical, 15) OVER stream, lag(typical, 14) OVER stream,
-            lag(typical, 13) OVER stream, lag(typical, 12) OVER stream, lag(typical, 11) OVER stream,
-            lag(typical, 10) OVER stream, lag(typical, 9) OVER stream, lag(typical, 8) OVER stream,
-            lag(typical, 7) OVER stream, lag(typical, 6) OVER stream, lag(typical, 5) OVER stream,
-            lag(typical, 4) OVER stream, lag(typical, 3) OVER stream, lag(typical, 2) OVER stream,
-            lag(typical, 1) OVER stream, typical
-        ) AS typical_20_rows,
+        lag(close, 5) OVER stream AS close_5,
+        lag(adj_close, 5) OVER stream AS adj_5,
+        lag(close, 21) OVER stream AS close_21,
+        lag(adj_close, 21) OVER stream AS adj_21,
+        lag(close, 63) OVER stream AS close_63,
+        lag(adj_close, 63) OVER stream AS adj_63,
+        -- the mean of the last 20 typical prices, added oldest first
+        (
+            lag(typical, 19) OVER stream + lag(typical, 18) OVER stream + lag(typical, 17) OVER stream
+            + lag(typical, 16) OVER stream + lag(typical, 15) OVER stream + lag(typical, 14) OVER stream
+            + lag(typical, 13) OVER stream + lag(typical, 12) OVER stream + lag(typical, 11) OVER stream
+            + lag(typical, 10) OVER stream + lag(typical, 9) OVER stream + lag(typical, 8) OVER stream
+            + lag(typical, 7) OVER stream + lag(typical, 6) OVER stream + lag(typical, 5) OVER stream
+            + lag(typical, 4) OVER stream + lag(typical, 3) OVER stream + lag(typical, 2) OVER stream
+            + lag(typical, 1) OVER stream + typical
+        ) / 20 AS mean_typical_20,
         sum(coalesce(to_fixed(ret_1d), 0)) OVER stream AS c_ret,
         count(ret_1d) OVER stream AS n_ret,
         sum(coalesce(to_fixed(ret_1d * ret_1d), 0)) OVER stream AS c_ret2,
@@ -95,46 +96,49 @@ streamed AS (
     FROM (SELECT * FROM bars ORDER BY ticker, sess)
     WINDOW stream AS (ROWS UNBOUNDED PRECEDING)
 ),
-ticker_starts AS (
+windows AS (
     SELECT
         *,
-        max(CASE WHEN ticker_start THEN pos END) OVER stream AS start_pos,
         -- start of the ticker's current run of consecutive sessions (the first session read when the run
         -- began earlier)
         last_value(
             CASE
-                WHEN ticker_start OR run_break IS NOT NULL
+                WHEN prev_ticker IS DISTINCT FROM ticker OR run_break IS NOT NULL
                     THEN coalesce(run_break, (SELECT min(sess) - {{ lookback }} FROM targets))
             END IGNORE NULLS
         ) OVER stream AS run_start,
-        last_value(
-            CASE WHEN ticker_start THEN {
-                'c_ret': c_ret - coalesce(to_fixed(ret_1d), 0),
-                'n_ret': n_ret - CAST(ret_1d IS NOT NULL AS BIGINT),
-                'c_ret2': c_ret2 - coalesce(to_fixed(ret_1d * ret_1d), 0),
-                'c_gain': c_gain - coalesce(to_fixed(gain), 0),
-                'n_gain': n_gain - CAST(gain IS NOT NULL AS BIGINT),
-                'c_loss': c_loss - coalesce(to_fixed(loss), 0),
-                'n_loss': n_loss - CAST(loss IS NOT NULL AS BIGINT),
-                'c_tr': c_tr - coalesce(to_fixed(true_range), 0),
-                'n_tr': n_tr - CAST(true_range IS NOT NULL AS BIGINT),
-                'c_pdm': c_pdm - coalesce(to_fixed(plus_dm), 0),
-                'n_pdm': n_pdm - CAST(plus_dm IS NOT NULL AS BIGINT),
-                'c_mdm': c_mdm - coalesce(to_fixed(minus_dm), 0),
-                'n_mdm': n_mdm - CAST(minus_dm IS NOT NULL AS BIGINT),
-                'c_close': c_close - coalesce(to_fixed(close), 0),
-                'n_close': n_close - CAST(close IS NOT NULL AS BIGINT),
-                'c_close2': c_close2 - coalesce(to_fixed(close * close), 0),
-                'c_vol': c_vol - coalesce(to_fixed(log_volume), 0),
-                'n_vol': n_vol - CAST(log_volume IS NOT NULL AS BIGINT),
-                'c_vol2': c_vol2 - coalesce(to_fixed(log_volume * log_volume), 0)
-            } END IGNORE NULLS
-        ) OVER stream AS base,
-        lag(pos) OVER stream AS prev_pos
+        lag(pos) OVER stream AS prev_pos,
+        -- CCI's mean deviation of the last 20 typical prices from their mean, added oldest first
+        (
+            abs(lag(typical, 19) OVER stream - mean_typical_20) + abs(lag(typical, 18) OVER stream - mean_typical_20)
+            + abs(lag(typical, 17) OVER stream - mean_typical_20) + abs(lag(typical, 16) OVER stream - mean_typical_20)
+            + abs(lag(typical, 15) OVER stream - mean_typical_20) + abs(lag(typical, 14) OVER stream - mean_typical_20)
+            + abs(lag(typical, 13) OVER stream - mean_typical_20) + abs(lag(typical, 12) OVER stream - mean_typical_20)
+            + abs(lag(typical, 11) OVER stream - mean_typical_20) + abs(lag(typical, 10) OVER stream - mean_typical_20)
+            + abs(lag(typical, 9) OVER stream - mean_typical_20) + abs(lag(typical, 8) OVER stream - mean_typical_20)
+            + abs(lag(typical, 7) OVER stream - mean_typical_20) + abs(lag(typical, 6) OVER stream - mean_typical_20)
+            + abs(lag(typical, 5) OVER stream - mean_typical_20) + abs(lag(typical, 4) OVER stream - mean_typical_20)
+            + abs(lag(typical, 3) OVER stream - mean_typical_20) + abs(lag(typical, 2) OVER stream - mean_typical_20)
+            + abs(lag(typical, 1) OVER stream - mean_typical_20) + abs(typical - mean_typical_20)
+        ) / 20 AS mean_dev_20,
+        window_sum(c_ret, lag(c_ret, 21) OVER stream, n_ret, lag(n_ret, 21) OVER stream) AS s_ret,
+        window_sum(c_ret2, lag(c_ret2, 21) OVER stream, n_ret, lag(n_ret, 21) OVER stream) AS s_ret2,
+        window_sum(c_gain, lag(c_gain, 14) OVER stream, n_gain, lag(n_gain, 14) OVER stream) AS s_gain,
+        window_sum(c_loss, lag(c_loss, 14) OVER stream, n_loss, lag(n_loss, 14) OVER stream) AS s_loss,
+        window_sum(c_tr, lag(c_tr, 14) OVER stream, n_tr, lag(n_tr, 14) OVER stream) AS s_tr,
+        window_sum(c_pdm, lag(c_pdm, 14) OVER stream, n_pdm, lag(n_pdm, 14) OVER stream) AS s_pdm,
+        window_sum(c_mdm, lag(c_mdm, 14) OVER stream, n_mdm, lag(n_mdm, 14) OVER stream) AS s_mdm,
+        window_sum(c_close, lag(c_close, 12) OVER stream, n_close, lag(n_close, 12) OVER stream) AS s_12,
+        window_sum(c_close, lag(c_close, 26) OVER stream, n_close, lag(n_close, 26) OVER stream) AS s_26,
+        window_sum(c_close, lag(c_close, 20) OVER stream, n_close, lag(n_close, 20) OVER stream) AS s_20,
+        window_sum(c_close2, lag(c_close2, 20) OVER stream, n_close, lag(n_close, 20) OVER stream) AS s2_20,
+        window_sum(c_close, lag(c_close, 50) OVER stream, n_close, lag(n_close, 50) OVER stream) AS s_50,
+        window_sum(c_close, lag(c_close, 200) OVER stream, n_close, lag(n_close, 200) OVER stream) AS s_200,
+        window_sum(c_vol, lag(c_vol, 21) OVER stream, n_vol, lag(n_vol, 21) OVER stream) AS s_vol,
+        window_sum(c_vol2, lag(c_vol2, 21) OVER stream, n_vol, lag(n_vol, 21) OVER stream) AS s_vol2
     FROM (
         SELECT
             *,
-            prev_ticker IS DISTINCT FROM ticker AS ticker_start,
             CASE
                 WHEN pos > 1 AND (prev_ticker > ticker OR (prev_ticker = ticker AND prev_sess >= sess))
                     THEN error(
@@ -145,78 +149,19 @@ ticker_starts AS (
     )
     WINDOW stream AS (ROWS UNBOUNDED PRECEDING)
 ),
-windows AS (
-    SELECT
-        *,
-        sess - run_start + 1 AS run,
-        CASE WHEN rn > 5 THEN lag_close_5 END AS close_5,
-        CASE WHEN rn > 5 THEN lag_adj_5 END AS adj_5,
-        CASE WHEN rn > 21 THEN lag_close_21 END AS close_21,
-        CASE WHEN rn > 21 THEN lag_adj_21 END AS adj_21,
-        CASE WHEN rn > 63 THEN lag_close_63 END AS close_63,
-        CASE WHEN rn > 63 THEN lag_adj_63 END AS adj_63,
-        list_slice(typical_20_rows, greatest(21 - rn, 1), 20) AS typical_20,
-        window_sum(
-            c_ret, lag(c_ret, 21) OVER stream, base.c_ret, n_ret, lag(n_ret, 21) OVER stream, base.n_ret, rn, 21
-        ) AS s_ret,
-        window_sum(
-            c_ret2, lag(c_ret2, 21) OVER stream, base.c_ret2, n_ret, lag(n_ret, 21) OVER stream, base.n_ret, rn, 21
-        ) AS s_ret2,
-        window_sum(
-            c_gain, lag(c_gain, 14) OVER stream, base.c_gain, n_gain, lag(n_gain, 14) OVER stream, base.n_gain, rn, 14
-        ) AS s_gain,
-        window_sum(
-            c_loss, lag(c_loss, 14) OVER stream, base.c_loss, n_loss, lag(n_loss, 14) OVER stream, base.n_loss, rn, 14
-        ) AS s_loss,
-        window_sum(
-            c_tr, lag(c_tr, 14) OVER stream, base.c_tr, n_tr, lag(n_tr, 14) OVER stream, base.n_tr, rn, 14
-        ) AS s_tr,
-        window_sum(
-            c_pdm, lag(c_pdm, 14) OVER stream, base.c_pdm, n_pdm, lag(n_pdm, 14) OVER stream, base.n_pdm, rn, 14
-        ) AS s_pdm,
-        window_sum(
-            c_mdm, lag(c_mdm, 14) OVER stream, base.c_mdm, n_mdm, lag(n_mdm, 14) OVER stream, base.n_mdm, rn, 14
-        ) AS s_mdm,
-        window_sum(
-            c_close, lag(c_close, 12) OVER stream, base.c_close, n_close, lag(n_close, 12) OVER stream, base.n_close, rn, 12
-        ) AS s_12,
-        window_sum(
-            c_close, lag(c_close, 26) OVER stream, base.c_close, n_close, lag(n_close, 26) OVER stream, base.n_close, rn, 26
-        ) AS s_26,
-        window_sum(
-            c_close, lag(c_close, 20) OVER stream, base.c_close, n_close, lag(n_close, 20) OVER stream, base.n_close, rn, 20
-        ) AS s_20,
-        window_sum(
-            c_close2, lag(c_close2, 20) OVER stream, base.c_close2, n_close, lag(n_close, 20) OVER stream, base.n_close, rn, 20
-        ) AS s2_20,
-        window_sum(
-            c_close, lag(c_close, 50) OVER stream, base.c_close, n_close, lag(n_close, 50) OVER stream, base.n_close, rn, 50
-        ) AS s_50,
-        window_sum(
-            c_close, lag(c_close, 200) OVER stream, base.c_close, n_close, lag(n_close, 200) OVER stream, base.n_close, rn, 200
-        ) AS s_200,
-        window_sum(
-            c_vol, lag(c_vol, 21) OVER stream, base.c_vol, n_vol, lag(n_vol, 21) OVER stream, base.n_vol, rn, 21
-        ) AS s_vol,
-        window_sum(
-            c_vol2, lag(c_vol2, 21) OVER stream, base.c_vol2, n_vol, lag(n_vol, 21) OVER stream, base.n_vol, rn, 21
-        ) AS s_vol2
-    FROM (
-        SELECT
-            *,
-            pos - start_pos + 1 AS rn,
-            stream_check(pos, prev_pos, sorted_check, 'technical_features') AS checked
-        FROM ticker_starts
-    )
-    WINDOW stream AS (ROWS UNBOUNDED PRECEDING)
-),
 -- per-day lines averaged again: the MACD line and ADX's directional index (sum of TR cancels in DX)
 lines AS (
     SELECT
         *,
         CASE WHEN run >= 26 THEN (s_12 / 12 - s_26 / 26) / close END AS macd,
         CASE WHEN run >= 15 THEN coalesce(100 * abs(s_pdm - s_mdm) / nullif(s_pdm + s_mdm, 0), 0) END AS dx
-    FROM windows
+    FROM (
+        SELECT
+            *,
+            sess - run_start + 1 AS run,
+            stream_check(pos, prev_pos, sorted_check, 'technical_features') AS checked
+        FROM windows
+    )
 ),
 lines_running AS (
     SELECT
@@ -229,45 +174,23 @@ lines_running AS (
     FROM lines
     WINDOW stream AS (ROWS UNBOUNDED PRECEDING)
 ),
-lines_starts AS (
-    SELECT
-        *,
-        last_value(
-            CASE WHEN rn = 1 THEN {
-                'c_macd': c_macd - coalesce(to_fixed(macd), 0),
-                'n_macd': n_macd - CAST(macd IS NOT NULL AS BIGINT),
-                'c_dx': c_dx - coalesce(to_fixed(dx), 0),
-                'n_dx': n_dx - CAST(dx IS NOT NULL AS BIGINT)
-            } END IGNORE NULLS
-        ) OVER stream AS lines_base,
-        lag(pos) OVER stream AS starts_prev_pos
-    FROM lines_running
-    WINDOW stream AS (ROWS UNBOUNDED PRECEDING)
-),
 smoothed AS (
     SELECT
         *,
-        window_sum(c_macd, lag(c_macd, 9) OVER stream, lines_base.c_macd, n_macd, lag(n_macd, 9) OVER stream,
-            lines_base.n_macd, rn, 9) AS s_macd,
-        window_sum(c_dx, lag(c_dx, 14) OVER stream, lines_base.c_dx, n_dx, lag(n_dx, 14) OVER stream,
-            lines_base.n_dx, rn, 14) AS s_dx,
+        window_sum(c_macd, lag(c_macd, 9) OVER stream, n_macd, lag(n_macd, 9) OVER stream) AS s_macd,
+        window_sum(c_dx, lag(c_dx, 14) OVER stream, n_dx, lag(n_dx, 14) OVER stream) AS s_dx,
         stream_check(pos, lines_prev_pos, checked, 'technical_features')
-            AND stream_check(pos, starts_prev_pos, checked, 'technical_features') AS lines_checked
-    FROM lines_starts
+            AND stream_check(pos, lag(pos) OVER stream, checked, 'technical_features') AS lines_checked
+    FROM lines_running
     WINDOW stream AS (ROWS UNBOUNDED PRECEDING)
 ),
 today AS (
     SELECT
         *,
         sqrt(greatest(s2_20 / 20 - (s_20 / 20) * (s_20 / 20), 0)) AS std_20,
-        list_avg(typical_20) AS mean_typical_20,
         sqrt(greatest((s_vol2 - s_vol * s_vol / 21) / 20, 0)) AS std_vol
     FROM smoothed
     WHERE sess IN (SELECT sess FROM targets) AND lines_checked
-),
-cci AS (
-    SELECT *, list_avg(list_transform(typical_20, lambda x: abs(x - mean_typical_20))) AS mean_dev_20
-    FROM today
 )
 SELECT
     date,
@@ -295,4 +218,4 @@ SELECT
     CASE WHEN run >= 200 THEN close / (s_200 / 200) - 1 END AS price_vs_sma200,
     CASE WHEN run >= 28 THEN s_dx / 14 END AS adx_14,
     CASE WHEN run >= 20 AND mean_dev_20 > 0 THEN (typical - mean_typical_20) / (0.015 * mean_dev_20) END AS cci_20
-FROM cci
+FROM today

@@ -11,15 +11,13 @@ CREATE OR REPLACE MACRO to_fixed(x) AS CAST(x * 18446744073709551616 AS HUGEINT)
 CREATE OR REPLACE MACRO from_fixed(s) AS CAST(s AS DOUBLE) / 18446744073709551616;
 -- The sum of the k rows of a partition ending at a row, from running sums over rows streamed in partition
 -- order: c and n are the running sum of to_fixed values and the running count of non-NULL values at the
--- row, c_lag and n_lag the same k rows earlier, c_base and n_base before the partition's first row, rn the
--- row's number in its partition. Integer arithmetic, so the result equals
+-- row, c_lag and n_lag the same k rows earlier (NULL when the stream has fewer rows: nothing was summed
+-- before it). Integer arithmetic, so where the row is at least the k-th of its partition the result equals
 -- from_fixed(sum(to_fixed(x)) OVER (... ROWS k - 1 PRECEDING)) bit for bit: NULL when no value is in the
--- window, as SUM.
-CREATE OR REPLACE MACRO window_sum(c, c_lag, c_base, n, n_lag, n_base, rn, k) AS
-    CASE
-        WHEN n - CASE WHEN rn > k THEN n_lag ELSE n_base END > 0
-            THEN from_fixed(c - CASE WHEN rn > k THEN c_lag ELSE c_base END)
-    END;
+-- window, as SUM. Nearer the partition's start the window reaches into the rows streamed before it, so the
+-- caller must not use the result there.
+CREATE OR REPLACE MACRO window_sum(c, c_lag, n, n_lag) AS
+    CASE WHEN n - coalesce(n_lag, 0) > 0 THEN from_fixed(c - coalesce(c_lag, 0)) END;
 -- Guard of a stream of rows: `checked` (the earlier steps' guard) when the row directly follows the one
 -- it followed in the step that numbered the stream (pos); otherwise an error naming the model and row,
 -- since running sums over rows out of order would be wrong.

@@ -110,6 +110,35 @@ def test_run_model_chains_upstream_models_and_returns_only_the_requested_days(tm
     assert stored["x"].tolist() == [5.0]  # a stored upstream output given as input is used as is
 
 
+def test_output_is_sorted_by_date_and_ticker_or_by_the_declared_order(tmp_path: Path) -> None:
+    body = (
+        "SELECT CAST(date AS DATE) AS date, ticker, slot FROM {{ ref('raw') }}\n"
+        "WHERE CAST(date AS DATE) IN (SELECT date FROM {{ target_dates }})"
+    )
+    _write(tmp_path, "by_ticker", body)
+    (tmp_path / "by_slot.sql").write_text(
+        "-- by_slot: test model\n-- grain: daily\n-- lookback: 0\n-- order_by: date, slot\n" + body + "\n"
+    )
+    days = pd.to_datetime(["2016-06-14", "2016-06-13"])
+    raw = pd.DataFrame({"date": days.repeat(2), "ticker": ["B", "A"] * 2, "slot": [0, 1, 1, 0]})
+    by_ticker = run_model("by_ticker", {"raw": raw}, days, sql_dir=tmp_path)
+    assert list(zip(by_ticker["date"].dt.day, by_ticker["ticker"], strict=True)) == [
+        (13, "A"),
+        (13, "B"),
+        (14, "A"),
+        (14, "B"),
+    ]
+    assert parse_model(tmp_path / "by_slot.sql").order_by == ("date", "slot")
+    by_slot = run_model("by_slot", {"raw": raw}, days, sql_dir=tmp_path)
+    assert list(zip(by_slot["date"].dt.day, by_slot["slot"], strict=True)) == [
+        (13, 0),
+        (13, 1),
+        (14, 0),
+        (14, 1),
+    ]
+    assert by_slot["ticker"].tolist() == ["A", "B", "B", "A"]
+
+
 def test_run_model_names_a_missing_input(tmp_path: Path) -> None:
     _write(tmp_path, "m", "SELECT * FROM {{ ref('raw') }}")
     with pytest.raises(SqlModelError, match="needs input 'raw'"):

@@ -21,7 +21,7 @@ def _description(model: SqlModel) -> str:
         if not line.startswith("--"):
             break
         text = line.removeprefix("--").strip()
-        if not text.startswith(("grain:", "lookback:")):
+        if not text.startswith(("grain:", "lookback:", "per_ticker:", "order_by:")):
             lines.append(text)
     return " ".join(lines).split(":", 1)[-1].strip() or model.name
 
