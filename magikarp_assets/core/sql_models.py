@@ -55,7 +55,8 @@ class SqlModelError(ValueError):
 @dataclass(frozen=True)
 class SqlModel:
     """One SQL model: its name (file stem), raw SQL text, upstream refs, lookback in sessions and path;
-    per_ticker when each ticker's rows depend on that ticker's input rows only; order_by the output's sort key."""
+    per_ticker when each ticker's rows depend on that ticker's input rows only; order_by the output's sort
+    key."""
 
     name: str
     sql: str
