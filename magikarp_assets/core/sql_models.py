@@ -341,9 +341,13 @@ def _fetch(con: duckdb.DuckDBPyConnection, source: str, order_by: tuple[str, ...
     # One block per column: no copy into a consolidated 2-D block (the values are the same). The frame's
     # memory comes from the system allocator: pyarrow's default (mimalloc) took 3-4x longer to fault in
     # fresh pages on the benchmark machine (1.5 s vs 0.4 s for the 3,000-stock 3-year stock_features).
-    return con.sql(ordered).to_arrow_table().to_pandas(
-        date_as_object=False,
-        coerce_temporal_nanoseconds=True,
-        split_blocks=True,
-        memory_pool=pa.system_memory_pool(),
+    return (
+        con.sql(ordered)
+        .to_arrow_table()
+        .to_pandas(
+            date_as_object=False,
+            coerce_temporal_nanoseconds=True,
+            split_blocks=True,
+            memory_pool=pa.system_memory_pool(),
+        )
     )
