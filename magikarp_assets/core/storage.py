@@ -8,6 +8,7 @@ import contextlib
 import io
 import os
 import re
+import threading
 import uuid
 import zipfile
 from abc import ABC, abstractmethod
@@ -27,6 +28,10 @@ S3_CONNECT_TIMEOUT = 5.0
 S3_READ_TIMEOUT = 60.0
 PARQUET_COMPRESSION_LEVEL = 3
 # Fixed zip entry time: np.savez stamps entries with the wall clock, which changes the bytes every run.
+# numpy parses each .npy header with ast.literal_eval, which is not thread-safe on Python 3.11 (CPython
+# gh-106905: concurrent parses can fail with "SystemError: AST constructor recursion depth mismatch", seen
+# when the training loader read tensors on 8 threads). Decoding holds this lock; fetching the bytes does not.
+_NPY_HEADER_LOCK = threading.Lock()
 _NPZ_ENTRY_TIME = (1980, 1, 1, 0, 0, 0)
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 
@@ -353,5 +358,5 @@ def npz_bytes_to_arrays(data: bytes) -> dict[str, np.ndarray]:
 
     :param data: bytes produced by :func:`arrays_to_npz_bytes` or ``np.savez``.
     """
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+    with _NPY_HEADER_LOCK, np.load(io.BytesIO(data), allow_pickle=False) as npz:
         return {name: npz[name] for name in npz.files}

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from magikarp_assets.core import storage
 from magikarp_assets.core.storage import (
     BlobNotFoundError,
     LocalBlobStore,
@@ -105,6 +106,21 @@ def test_npz_round_trip_is_deterministic_and_readable_by_numpy(tensor: dict[str,
     for name, array in tensor.items():
         np.testing.assert_array_equal(back[name], array)
         assert back[name].dtype == array.dtype
+
+
+def test_npz_decoding_is_serialised_across_threads(tensor: dict[str, np.ndarray]) -> None:
+    """numpy parses .npy headers with ast.literal_eval, not thread-safe on Python 3.11 (CPython gh-106905):
+    a decode waits while another holds the lock, then completes with the right arrays."""
+    data = arrays_to_npz_bytes(tensor)
+    done: list[dict[str, np.ndarray]] = []
+    with storage._NPY_HEADER_LOCK:
+        reader = threading.Thread(target=lambda: done.append(npz_bytes_to_arrays(data)))
+        reader.start()
+        reader.join(timeout=0.3)
+        assert reader.is_alive() and not done
+    reader.join(timeout=10)
+    assert len(done) == 1
+    np.testing.assert_array_equal(done[0]["features"], tensor["features"])
 
 
 def test_npz_refuses_object_arrays() -> None:
