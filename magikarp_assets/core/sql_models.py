@@ -7,7 +7,9 @@ A model file declares its upstream tables with ``{{ ref('name') }}`` and carries
 
 An optional ``-- per_ticker: true`` says each ticker's output rows depend only on that ticker's rows of
 the ticker-keyed inputs; such a model runs as independent ticker chunks on parallel connections (DuckDB
-runs a streaming window on one core), and its output is the same rows whatever the chunking.
+runs a streaming window on one core), and its output is the same rows whatever the chunking. Per_ticker
+models that read only each other and the inputs run on the same chunks, one after the other, and what
+only they read never leaves the chunk's connection.
 
 ``lookback: N`` means the output for session t reads the upstream daily tables over the sessions
 [t-N, t] (N + 1 sessions) and nothing older; upstream tables that are not daily partitions (the full
@@ -242,18 +244,27 @@ def run_model(
     try:
         for ref, table in tables.items():
             con.register(ref, table)
-        for model_name in plan:
+        chunked: set[str] = set()  # models already run on ticker chunks with an earlier model
+        for step, model_name in enumerate(plan):
             model = models[model_name]
-            targets = _arrow(pd.DataFrame({"date": needed[model_name].date}))
-            if model.per_ticker and THREADS > 1:
+            if model_name in chunked:
+                source = _quote(model_name)
+            elif model.per_ticker and THREADS > 1:
                 for ref in model.refs:  # upstream models computed in this connection
                     if ref not in tables:
                         tables[ref] = con.sql(f"SELECT * FROM {_quote(ref)}").to_arrow_table()
-                tables[model_name] = _run_by_ticker(model, tables, targets, macros, THREADS)
+                group = _ticker_group(plan[step:], models, set(tables))
+                chunked |= {m.name for m in group}
+                read_later = {r for m in plan if m not in chunked for r in models[m].refs}
+                wanted = [m.name for m in group if m.name == name or m.name in read_later]
+                targets = {m.name: _dates_table(needed[m.name]) for m in group}
+                outputs = _run_by_ticker(group, tables, targets, wanted, macros, THREADS)
+                for out_name, table in outputs.items():
+                    tables[out_name] = table
+                    con.register(out_name, table)
                 source = _quote(model_name)
-                con.register(model_name, tables[model_name])
             else:
-                con.register(target_table(model_name), targets)
+                con.register(target_table(model_name), _dates_table(needed[model_name]))
                 source = f"({model.render()})"
                 if model_name != name:
                     con.execute(f"CREATE TEMP TABLE {_quote(model_name)} AS SELECT * FROM {source}")
@@ -262,6 +273,21 @@ def run_model(
     finally:
         con.close()
     raise AssertionError(f"plan {plan} does not end with {name}")  # _plan always includes name
+
+
+def _dates_table(days: pd.DatetimeIndex) -> pa.Table:
+    return _arrow(pd.DataFrame({"date": days.date}))
+
+
+def _ticker_group(plan: list[str], models: Mapping[str, SqlModel], available: set[str]) -> list[SqlModel]:
+    """The first model of `plan` (per_ticker) and each later per_ticker model whose inputs are all
+    `available` or earlier in the group: they run together on the same ticker chunks."""
+    group = [models[plan[0]]]
+    for name in plan[1:]:
+        model = models[name]
+        if model.per_ticker and set(model.refs) <= available | {m.name for m in group}:
+            group.append(model)
+    return group
 
 
 def _connect(macros: list[str], threads: int) -> duckdb.DuckDBPyConnection:
@@ -285,27 +311,43 @@ def _arrow(frame: pd.DataFrame | pa.Table) -> pa.Table:
 
 
 def _run_by_ticker(
-    model: SqlModel, tables: Mapping[str, pa.Table], targets: pa.Table, macros: list[str], chunks: int
-) -> pa.Table:
-    """A per_ticker model's output: its SQL run on `chunks` disjoint sets of tickers (by hash) side by side,
-    each on its own one-thread connection where every ticker-keyed input is cut to the chunk's tickers."""
+    group: list[SqlModel],
+    tables: Mapping[str, pa.Table],
+    targets: Mapping[str, pa.Table],
+    wanted: list[str],
+    macros: list[str],
+    chunks: int,
+) -> dict[str, pa.Table]:
+    """The `wanted` outputs of a group of per_ticker models (upstream first): the models run on `chunks`
+    disjoint sets of tickers (by hash) side by side, each set on its own one-thread connection where every
+    ticker-keyed input is cut to the set's tickers and the group's other outputs stay in DuckDB."""
+    inside = {m.name for m in group}
+    inputs = sorted({ref for m in group for ref in m.refs} - inside)
 
-    def run_chunk(chunk: int) -> pa.Table:
+    def run_chunk(chunk: int) -> dict[str, pa.Table]:
         con = _connect(macros, 1)
         try:
-            con.register(target_table(model.name), targets)
-            for ref in model.refs:
+            for ref in inputs:
                 con.register(f"{ref}__all", tables[ref])
                 keep = (
                     f"WHERE hash(ticker) % {chunks} = {chunk}" if "ticker" in tables[ref].column_names else ""
                 )
                 con.execute(f"CREATE VIEW {_quote(ref)} AS SELECT * FROM {_quote(ref + '__all')} {keep}")
-            return con.sql(model.render()).to_arrow_table()
+            out = {}
+            for model in group:
+                con.register(target_table(model.name), targets[model.name])
+                if model.name in wanted:
+                    out[model.name] = con.sql(model.render()).to_arrow_table()
+                    con.register(model.name, out[model.name])
+                else:
+                    con.execute(f"CREATE TEMP TABLE {_quote(model.name)} AS {model.render()}")
+            return out
         finally:
             con.close()
 
     with ThreadPoolExecutor(max_workers=chunks) as pool:
-        return pa.concat_tables(list(pool.map(run_chunk, range(chunks))))
+        parts = list(pool.map(run_chunk, range(chunks)))
+    return {name: pa.concat_tables([part[name] for part in parts]) for name in wanted}
 
 
 @lru_cache(maxsize=1)

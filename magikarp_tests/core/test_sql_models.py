@@ -206,6 +206,34 @@ def test_stg_prices_refuses_two_bars_for_one_ticker_and_session() -> None:
         run_model("stg_prices", {"raw_ohlcv": raw}, ["2016-06-15"])
 
 
+def test_consecutive_per_ticker_models_share_ticker_chunks_unless_they_wait_for_another_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pt = "-- per_ticker: true\n"
+    dated = "WHERE CAST(date AS DATE) IN (SELECT date FROM {{ target_dates }})"
+    _write(tmp_path, "a", pt + "SELECT CAST(date AS DATE) AS date, ticker, x FROM {{ ref('raw') }} " + dated)
+    _write(tmp_path, "b", "SELECT date, ticker, x - avg(x) OVER (PARTITION BY date) AS x FROM {{ ref('a') }}")
+    _write(tmp_path, "c", pt + "SELECT date, ticker, 10 * x AS x FROM {{ ref('a') }}")
+    _write(tmp_path, "d", pt + "SELECT date, ticker, x + 1 AS x FROM {{ ref('b') }}")
+    _write(
+        tmp_path,
+        "e",
+        "SELECT date, ticker, c.x AS c, d.x AS d\n"
+        "FROM {{ ref('c') }} AS c JOIN {{ ref('d') }} AS d USING (date, ticker)",
+    )
+    models = load_models(tmp_path)
+    plan = sql_models._plan("e", models, {"raw": pd.DataFrame()})
+    assert [m.name for m in sql_models._ticker_group(plan, models, {"raw"})] == ["a", "c"]  # d waits for b
+    raw = pd.DataFrame(
+        {"date": pd.Timestamp("2016-06-15"), "ticker": ["A", "B", "C", "D"], "x": [1.0, 2.0, 3.0, 6.0]}
+    )
+    chunked = run_model("e", {"raw": raw}, ["2016-06-15"], sql_dir=tmp_path)
+    assert chunked["c"].tolist() == [10.0, 20.0, 30.0, 60.0]  # a then c on the same chunks
+    assert chunked["d"].tolist() == [-1.0, 0.0, 1.0, 4.0]  # b across all tickers (mean 3), then d
+    monkeypatch.setattr(sql_models, "THREADS", 1)
+    pd.testing.assert_frame_equal(chunked, run_model("e", {"raw": raw}, ["2016-06-15"], sql_dir=tmp_path))
+
+
 def test_per_ticker_models_give_the_same_rows_in_ticker_chunks_as_in_one_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
