@@ -132,16 +132,20 @@ def test_asset_page_shows_description_metadata_and_top_recommendations(sample_da
         row = page.locator("tr", has=page.locator("td", has_text=key)).first
         assert str(value) in row.inner_text(), (key, row.inner_text())
     page.locator("tr", has_text="top_10").get_by_text("[Show Markdown]").click()
-    table = page.get_by_role("dialog").locator("table")
+    # our dialog is the one holding the table (the newsletter pop-up is a dialog too)
+    dialog = page.get_by_role("dialog").filter(has=page.locator("table"))
+    table = dialog.locator("table")
     table.wait_for()
     rows = table.locator("tbody tr")
     assert rows.count() == 10
     top = recs.sort_values("rank").head(10)
     assert rows.first.inner_text().split()[:3] == ["1", top["ticker"].iloc[0], top["action"].iloc[0]]
     assert top["ticker"].iloc[-1] in rows.last.inner_text()
-    page.get_by_role("dialog").evaluate(
-        "d => Promise.all(d.getAnimations({subtree: true}).map(a => a.finished))"
-    )
+    dialog.evaluate("d => Promise.all(d.getAnimations({subtree: true}).map(a => a.finished))")
+    skip = page.get_by_role("button", name="Skip")
+    if skip.is_visible():  # the pop-up opened over our dialog: close it before the screenshot
+        skip.click()
+        skip.wait_for(state="hidden")
     _save(page, "ui_daily_recommendations.png")
 
 
