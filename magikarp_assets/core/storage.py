@@ -28,11 +28,11 @@ S3_CONNECT_TIMEOUT = 5.0
 S3_READ_TIMEOUT = 60.0
 PARQUET_COMPRESSION_LEVEL = 3
 # Fixed zip entry time: np.savez stamps entries with the wall clock, which changes the bytes every run.
+_NPZ_ENTRY_TIME = (1980, 1, 1, 0, 0, 0)
 # numpy parses each .npy header with ast.literal_eval, which is not thread-safe on Python 3.11 (CPython
 # gh-106905: concurrent parses can fail with "SystemError: AST constructor recursion depth mismatch", seen
 # when the training loader read tensors on 8 threads). Decoding holds this lock; fetching the bytes does not.
 _NPY_HEADER_LOCK = threading.Lock()
-_NPZ_ENTRY_TIME = (1980, 1, 1, 0, 0, 0)
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 
 Writer = Callable[[BinaryIO], object]

@@ -5,7 +5,7 @@ import hashlib
 import dagster as dg
 import pandas as pd
 
-from magikarp_assets.core.sql_models import SqlModel, load_models, run_model
+from magikarp_assets.core.sql_models import HEADER_KEYS, SqlModel, load_models, run_model
 from magikarp_assets.defs.ingestion.assets import RAW_FUNDAMENTALS, partition_days
 from magikarp_assets.defs.partitions import trading_day_partitions
 
@@ -21,7 +21,7 @@ def _description(model: SqlModel) -> str:
         if not line.startswith("--"):
             break
         text = line.removeprefix("--").strip()
-        if not text.startswith(("grain:", "lookback:", "per_ticker:", "order_by:")):
+        if not text.startswith(tuple(f"{key}:" for key in HEADER_KEYS)):
             lines.append(text)
     return " ".join(lines).split(":", 1)[-1].strip() or model.name
 

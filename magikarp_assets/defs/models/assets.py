@@ -23,7 +23,7 @@ class CandidateConfig(dg.Config):
     algorithm: str = Field(default="ppo", description="ppo | a2c | sac")
     total_timesteps: int = Field(
         default=50_000,
-        description="environment steps (one step = one session); the default takes about 14 min at 3,600 "
+        description="environment steps (one step = one session); the default takes about 13 min at 3,600 "
         "slots on 2 cores (docs/benchmarks.md)",
     )
     seed: int = 0
